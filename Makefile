@@ -8,9 +8,14 @@ PY := $(VENV)/bin/python
 # The notebooks run in quick mode unless told otherwise (DILRAN_QUICK=0 make book).
 DILRAN_QUICK ?= 1
 export DILRAN_QUICK
-export MPLBACKEND ?= Agg
-# Tests read the atlas from ../shared/data when that folder is beside the checkout.
+# Tests (and, for the developers, the book's outputs) read the atlas from ../shared/data when that
+# folder is beside the checkout; elsewhere set DILRAN_DATA or run `dilran-lite download`.
 SHARED_DATA := $(abspath ../shared/data)
+ifeq ($(origin DILRAN_DATA), undefined)
+ifneq ($(wildcard $(SHARED_DATA)/harvard-mri-ct),)
+export DILRAN_DATA := $(SHARED_DATA)
+endif
+endif
 
 .PHONY: install test unit notebooks browser book vendor lint bench results clean
 
@@ -48,10 +53,11 @@ test: install
 
 book: install vendor
 	$(PY) scripts/execute_notebooks.py notebooks
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(VENV)/bin/jupyter-book build . --all -W -n --keep-going
 
 bench: install
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.bench_metrics
 
 results: install
 	$(PY) -m dilran_lite.experiments --out results

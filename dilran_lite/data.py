@@ -367,7 +367,7 @@ class PairedDataset(torch.utils.data.Dataset):
         self._check_sizes()
         kind = "-".join(self.modalities)
         sel = f", split {split}" if split else ""
-        self.source = f"Harvard atlas {kind} at {self.root}{sel} ({len(self.names)} pairs)"
+        self.source = f"Harvard atlas {kind} ({self.root.name}{sel}, {len(self.names)} pairs)"
 
     def _check_folders(self) -> None:
         if not self.root.is_dir():

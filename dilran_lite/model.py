@@ -188,13 +188,23 @@ class ResidualAttentionBlock(nn.Module):
 
 
 class ConvBlock(nn.Sequential):
-    """CB_k of the pyramid: ``depth`` consecutive 3x3 convolutions (receptive field 2*depth+1)."""
+    """CB_k of the pyramid: ``depth`` consecutive 3x3 convolutions (receptive field 2*depth+1).
 
-    def __init__(self, c_in: int, c_out: int, depth: int, cfg: ModelConfig) -> None:
+    ``last_activation=False`` leaves the last convolution linear (the end of a soft mask, which
+    is followed by the mask activation instead).
+    """
+
+    def __init__(
+        self, c_in: int, c_out: int, depth: int, cfg: ModelConfig, last_activation: bool = True
+    ) -> None:
         super().__init__(
             *[
                 ConvAct(
-                    c_in if i == 0 else c_out, c_out, 3, norm=cfg.norm, activation=cfg.activation
+                    c_in if i == 0 else c_out,
+                    c_out,
+                    3,
+                    norm=cfg.norm if last_activation or i < depth - 1 else "none",
+                    activation=cfg.activation if last_activation or i < depth - 1 else None,
                 )
                 for i in range(depth)
             ]
@@ -205,10 +215,11 @@ class PyramidAttention(nn.Module):
     """Eq. 2: F(x) = (1 + P1(P2(P3(x)))) * C(x).
 
     CB3, CB2, CB1 hold three, two and one 3x3 convolutions (7x7, 5x5, 3x3 receptive fields) and
-    are applied in that order; C is one 3x3 convolution. The mask's last convolution has no
-    activation of its own and is followed by ``mask_activation``. With
-    ``share_pyramid_weights`` one 3x3 convolution (c_out -> c_out) is reused by every layer of
-    CB1-CB3 after an input projection, as in the published code.
+    are applied in that order; C is one 3x3 convolution. The mask's last convolution (in CB1) has
+    no activation of its own and is followed by ``mask_activation``, so the mask spans (0, 1).
+    With ``share_pyramid_weights`` one 3x3 convolution (c_out -> c_out, no normalisation) is
+    reused by every layer of CB1-CB3 after an input projection, as in the published code (which
+    also sums the three paths instead of composing them; that variant is not built here).
     (N, c_in, H, W) -> (N, c_out, H, W).
     """
 
@@ -216,16 +227,17 @@ class PyramidAttention(nn.Module):
         super().__init__()
         self.conv = ConvAct(c_in, c_out, 3, norm=cfg.norm, activation=cfg.activation)  # C(x)
         if cfg.share_pyramid_weights:
-            shared = ConvAct(c_out, c_out, 3, norm=cfg.norm, activation=cfg.activation)
+            conv = nn.Conv2d(c_out, c_out, 3, padding=1)  # one convolution, used six times
             self.p3 = nn.Sequential(
-                ConvAct(c_in, c_out, 3, norm=cfg.norm, activation=cfg.activation), shared, shared
+                ConvAct(c_in, c_out, 3, norm=cfg.norm, activation=cfg.activation),
+                *[conv, _activation(cfg.activation)] * 2,
             )
-            self.p2 = nn.Sequential(shared, shared)
-            self.p1 = nn.Sequential(shared)
+            self.p2 = nn.Sequential(*[conv, _activation(cfg.activation)] * 2)
+            self.p1 = nn.Sequential(conv)
         else:
             self.p3 = ConvBlock(c_in, c_out, 3, cfg)
             self.p2 = ConvBlock(c_out, c_out, 2, cfg)
-            self.p1 = ConvBlock(c_out, c_out, 1, cfg)
+            self.p1 = ConvBlock(c_out, c_out, 1, cfg, last_activation=False)
         self.mask_act = _mask_activation(cfg.mask_activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,8 @@ class TrainConfig:
     pairs); training reads its ``train`` part and validates on ``val``. ``crop`` trains on
     random crops (with flips and 90-degree rotations when ``augment``); None trains on whole
     images, as the paper does. ``steps_per_epoch`` caps an epoch (quick mode). ``data`` is
-    ``"atlas"`` or ``"phantom"``; ``"auto"`` takes the atlas when it is found.
+    ``"atlas"`` or ``"phantom"`` (``phantom_pairs`` of ``phantom_size`` pixels; a third as many
+    for validation); ``"auto"`` takes the atlas when it is found.
     """
 
     preset: str = "paper"
@@ -62,6 +63,8 @@ class TrainConfig:
     split: str = "series"
     data: str = "auto"
     data_root: str | None = None
+    phantom_pairs: int = 24
+    phantom_size: int = 256
     epochs: int = 100
     lr: float = 1e-4
     batch_size: int = 4
@@ -138,6 +141,7 @@ def _atomic_write(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -250,7 +254,8 @@ def _images(cfg: TrainConfig, part: str) -> tuple[torch.Tensor, str]:
 
     if cfg.data == "phantom":
         offset = {"train": 0, "val": 10_000, "test": 20_000}[part]
-        paired = PhantomDataset(n=24 if part == "train" else 8, seed=cfg.seed + offset)
+        n = cfg.phantom_pairs if part == "train" else max(1, cfg.phantom_pairs // 3)
+        paired = PhantomDataset(n=n, size=cfg.phantom_size, seed=cfg.seed + offset)
     else:
         fallback = "phantom" if cfg.data == "auto" else None
         paired = load_pairs(cfg.pairs, f"{cfg.split}/{part}", cfg.data_root, fallback=fallback)
@@ -303,7 +308,8 @@ def train(
 ) -> tuple[DILRAN, dict]:
     """Train an autoencoder as in Sec. 4.2; checkpoints go to ``out_dir`` (``last``, ``best``).
 
-    ``resume`` continues from ``out_dir/last.safetensors`` (its config must match ``cfg``).
+    ``resume`` continues from ``out_dir/last.safetensors`` (its config must match ``cfg``
+    except for ``epochs``, so a finished run can be extended).
     ``max_epochs`` stops this call after that many epochs, ``time_budget_s`` after the epoch
     that passes that many seconds (the run can be resumed later). ``notes`` go into the metadata.
     Returns the model (with the last weights) and the metadata, whose ``history`` holds the
@@ -319,10 +325,12 @@ def train(
     history: dict[str, list] = {"train_loss": [], "val_loss": [], "epoch_time_s": [], "steps": []}
     start = 0
     last = out / "last.safetensors"
+    for stale in out.glob(".*.tmp"):  # left by a process killed while writing
+        stale.unlink()
     if resume and last.is_file():
-        saved = TrainConfig.from_dict(read_metadata(last)["train_config"])
-        if asdict(saved) != asdict(cfg):
-            diff = [k for k in asdict(cfg) if asdict(cfg)[k] != asdict(saved)[k]]
+        saved = asdict(TrainConfig.from_dict(read_metadata(last)["train_config"]))
+        diff = [k for k, v in asdict(cfg).items() if k != "epochs" and saved[k] != v]
+        if diff:  # only the number of epochs may change on resume
             raise CheckpointError(f"cannot resume {last}: the training config differs in {diff}")
         model, meta = load_checkpoint(last, model, opt, map_location=dev)
         history, start = meta["history"], meta["epoch"]

@@ -165,3 +165,13 @@ def test_count_macs_matches_hand_count():
     assert count_macs(m, size=32, pair=True) == total + enc_only
     # MACs grow with the number of pixels
     assert count_macs(m, size=64) == pytest.approx(4 * total, rel=0.02)
+
+
+def test_pyramid_mask_spans_zero_to_one():
+    """The mask's last convolution is linear, so the sigmoid can go below 1/2."""
+    torch.manual_seed(0)
+    for shared in (False, True):
+        pa = PyramidAttention(12, 4, ModelConfig(share_pyramid_weights=shared))
+        z = pa.p1(pa.p2(pa.p3(torch.randn(2, 12, 16, 16))))
+        assert z.min() < 0, shared
+        assert not isinstance(list(pa.p1.modules())[-1], torch.nn.ReLU)

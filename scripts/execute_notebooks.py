@@ -1,0 +1,158 @@
+"""Execute the chapter notebooks in place: the book (execute_notebooks: off) shows their outputs.
+
+Usage:
+    python scripts/execute_notebooks.py                 # every notebooks/*.ipynb
+    python scripts/execute_notebooks.py notebooks       # the same (a folder)
+    python scripts/execute_notebooks.py 07 05_loss notebooks/08_metrics.ipynb
+
+A name may be a folder, a notebook path, or the start of a notebook's name in notebooks/.
+Files whose name starts with "_" (drafts, templates) are left out.
+
+- Quick mode: DILRAN_QUICK=1 unless DILRAN_QUICK=0 (or another value) is set in the environment.
+- Matplotlib: the kernel gets the inline backend, whatever MPLBACKEND says (Agg would hide figures).
+- Widgets: their state is stored in the notebook metadata, so that the book shows them (static).
+- Errors: a failing cell prints the notebook, the cell number (1-based, markdown cells counted)
+  and the error; that notebook is not saved, the others still run, and the script exits 1.
+- Options: --timeout SECONDS per cell (default 900), --kernel NAME (default python3),
+  --fail-fast (stop at the first failing notebook).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+
+
+def find_notebooks(names: list[str]) -> list[Path]:
+    """Resolve folder, file and name-prefix arguments to a sorted list of notebooks."""
+    if not names:
+        names = [str(NOTEBOOKS)]
+    found: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found += sorted(p for p in path.glob("*.ipynb") if not p.name.startswith("_"))
+        elif path.is_file():
+            found.append(path)
+        else:
+            stem = path.name.removesuffix(".ipynb")
+            matches = sorted(
+                p for p in NOTEBOOKS.glob(f"{stem}*.ipynb") if not p.name.startswith("_")
+            )
+            if not matches:
+                raise SystemExit(f"execute_notebooks: no notebook matches {name!r} in {NOTEBOOKS}")
+            found += matches
+    unique: list[Path] = []
+    for p in found:
+        p = p.resolve()
+        if p not in unique:
+            unique.append(p)
+    return unique
+
+
+def failing_cell(nb: nbformat.NotebookNode) -> tuple[int, str, str] | None:
+    """(index, first source line, 'ename: evalue') of the first code cell with an error output."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                first = next((ln for ln in cell.source.splitlines() if ln.strip()), "")
+                return index, first, f"{out.get('ename')}: {out.get('evalue')}"
+    return None
+
+
+def execute(path: Path, timeout: int, kernel: str) -> bool:
+    """Run one notebook in its own folder; save it only if every cell ran. Returns success."""
+    rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=kernel,
+        resources={"metadata": {"path": str(path.parent)}},
+        store_widget_state=True,
+        record_timing=False,
+    )
+    start = time.perf_counter()
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError) as err:
+        where = failing_cell(nb)
+        if where is None:  # a timeout leaves no error output: name the running cell instead
+            pending = [
+                i
+                for i, c in enumerate(nb.cells)
+                if c.cell_type == "code" and c.get("execution_count") is None
+            ]
+            text = str(err).strip()
+            message = text.splitlines()[0] if text else type(err).__name__
+            where = (pending[0] if pending else -1, "", message)
+        index, first, message = where
+        print(
+            f"FAILED {rel}: cell {index + 1} of {len(nb.cells)} ({first!r}) raised {message}",
+            file=sys.stderr,
+        )
+        print(str(err)[-3000:], file=sys.stderr)
+        return False
+    except Exception as err:  # the kernel died, could not start, ...
+        print(f"FAILED {rel}: {type(err).__name__}: {err}", file=sys.stderr)
+        return False
+    elapsed = time.perf_counter() - start
+    nbformat.validate(nb)
+    nbformat.write(nb, path)
+    print(f"ok     {rel}  {elapsed:6.1f} s", flush=True)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="folders, notebook paths or name prefixes")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell (default 900)")
+    parser.add_argument("--kernel", default="python3", help="kernel name (default python3)")
+    parser.add_argument(
+        "--fail-fast", action="store_true", help="stop at the first failing notebook"
+    )
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("DILRAN_QUICK", "1")
+    # The Makefile exports MPLBACKEND=Agg for scripts; in a kernel that would hide every figure.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+
+    notebooks = find_notebooks(args.names)
+    if not notebooks:
+        print("execute_notebooks: no notebook to run", file=sys.stderr)
+        return 1
+    quick = os.environ["DILRAN_QUICK"]
+    print(f"execute_notebooks: {len(notebooks)} notebook(s), DILRAN_QUICK={quick}")
+    failed: list[Path] = []
+    start = time.perf_counter()
+    for path in notebooks:
+        if not execute(path, args.timeout, args.kernel):
+            failed.append(path)
+            if args.fail_fast:
+                break
+    total = time.perf_counter() - start
+    if failed:
+        names = ", ".join(p.name for p in failed)
+        print(
+            f"execute_notebooks: {len(failed)} failed ({names}) in {total:.1f} s", file=sys.stderr
+        )
+        return 1
+    print(f"execute_notebooks: all {len(notebooks)} ran in {total:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The built book in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+Builds the book into _build/html when a source is newer than the last build (the notebooks are
+rendered with the outputs saved in them: execute_notebooks is off in _config.yml), serves
+_build/html on 127.0.0.1, opens a chapter page and checks that the title, an equation rendered by
+the vendored MathJax, a figure and the ipywidgets slider (from the embedded widget state) are there,
+that no request left the machine, and saves screenshots under _build/.
+
+Run with `make browser` (vendors the JavaScript and installs Chromium first) or
+`pytest tests -m browser`.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = REPO / "_build"
+HTML = BUILD / "html"
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+# Every page of sphinx-book-theme 1.3 declares this twice; harmless, and not ours to fix.
+KNOWN_PAGE_ERRORS = ("THEBE_JS_URL",)
+TIMEOUT_MS = 30_000
+
+
+def _sources() -> list[Path]:
+    files = [REPO / "_config.yml", REPO / "_toc.yml"]
+    files += sorted((REPO / "book").rglob("*"))
+    files += sorted((REPO / "notebooks").glob("*.ipynb"))
+    files += sorted((REPO / "_vendor").rglob("*"))
+    return [f for f in files if f.is_file()]
+
+
+def _build_is_fresh() -> bool:
+    index = HTML / "index.html"
+    if not index.is_file():
+        return False
+    built = index.stat().st_mtime
+    return all(f.stat().st_mtime <= built for f in _sources())
+
+
+@pytest.fixture(scope="session")
+def built_book() -> Path:
+    """_build/html, built with `jupyter-book build . --all -W -n --keep-going` unless up to date.
+
+    --all: an incremental Sphinx build with no changed page skips copying _vendor/ to _static/.
+    """
+    vendored = REPO / "_vendor"
+    if not (vendored / "mathjax" / "tex-mml-chtml.js").is_file():
+        pytest.fail(
+            "_vendor/ is empty: run `bash scripts/vendor_assets.sh` (or `make browser`) first; "
+            "the book serves MathJax and the widget manager from there instead of a CDN"
+        )
+    if not _build_is_fresh():
+        jb = Path(sys.executable).with_name("jupyter-book")
+        exe = str(jb) if jb.exists() else "jupyter-book"
+        cmd = [exe, "build", ".", "--all", "-W", "-n", "--keep-going"]
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        took = time.perf_counter() - start
+        if proc.returncode != 0:
+            pytest.fail(
+                f"`{' '.join(cmd[1:])}` failed (exit {proc.returncode}, {took:.0f} s):\n"
+                + (proc.stdout + proc.stderr)[-4000:]
+            )
+        (HTML / "index.html").touch()
+        print(f"book built in {took:.1f} s")
+    return HTML
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.fixture(scope="session")
+def server(built_book: Path):
+    """http://127.0.0.1:<port>/ serving _build/html from a thread."""
+    handler = functools.partial(_QuietHandler, directory=str(built_book))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} not found: run `bash scripts/install_chromium.sh` as root "
+            "(apt-get install -y chromium), or set CHROMIUM=/path/to/chromium"
+        )
+    # Playwright gives the browser a fresh temporary profile (it refuses --user-data-dir here).
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _notebook_title(notebook: Path) -> str:
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    pytest.fail(f"{notebook.name} has no '# Title' line in a markdown cell")
+
+
+def _page(source: str, full: bool, page_id: str):
+    """A page to open; skipped (with the reason) while its chapter has not been written."""
+    missing = not (REPO / source).is_file()
+    reason = f"{source} does not exist yet: its chapter has not been written"
+    return pytest.param(source, full, id=page_id, marks=pytest.mark.skipif(missing, reason=reason))
+
+
+# (source, expects an equation, a figure and a widget). Chapter 7 holds the W1 explorer widget.
+PAGES = [
+    _page("notebooks/07_fusion_strategies.ipynb", True, "07_fusion_strategies"),
+    _page("book/intro.md", False, "intro"),
+]
+
+
+@pytest.mark.parametrize(("source", "full"), PAGES)
+def test_page_renders_offline(source: str, full: bool, server: str, browser) -> None:
+    path = REPO / source
+    rel = Path(source).with_suffix(".html").as_posix()
+    if source.endswith(".ipynb"):
+        title = _notebook_title(path)
+    else:
+        title = next(ln[2:].strip() for ln in path.read_text().splitlines() if ln.startswith("# "))
+
+    requests: list[str] = []
+    outside: list[str] = []
+    failed: list[str] = []
+    errors: list[str] = []
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, service_workers="block")
+    page = context.new_page()
+
+    def on_request(request) -> None:
+        requests.append(request.url)
+        parts = urlsplit(request.url)
+        local = parts.scheme in {"data", "blob", "about", "file"} or (
+            parts.scheme in {"http", "https"} and parts.hostname == "127.0.0.1"
+        )
+        if not local:
+            outside.append(request.url)
+
+    # Nothing leaves the machine even if the page asks: record, then abort every outside request.
+    def route(route) -> None:
+        parts = urlsplit(route.request.url)
+        if parts.scheme in {"http", "https"} and parts.hostname != "127.0.0.1":
+            route.abort()
+        else:
+            route.continue_()
+
+    context.route("**/*", route)
+    page.on("request", on_request)
+    page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
+
+    def on_response(response) -> None:
+        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
+            failed.append(f"{response.url} (HTTP {response.status})")
+
+    page.on("response", on_response)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    try:
+        page.goto(f"{server}/{rel}", wait_until="load", timeout=TIMEOUT_MS)
+
+        # Title: the page's <h1> and the <title> carry the notebook's "# Title".
+        h1 = page.locator("article h1, main h1").first.inner_text(timeout=TIMEOUT_MS)
+        assert title in h1, f"page heading {h1!r} does not contain the title {title!r}"
+        assert title in page.title(), f"<title> {page.title()!r} does not contain {title!r}"
+
+        if full:
+            # An equation typeset by the vendored MathJax (CHTML output), with its fonts.
+            page.wait_for_selector("mjx-container", state="attached", timeout=TIMEOUT_MS)
+            assert page.locator("mjx-container").count() >= 1
+            assert page.evaluate("() => !!(window.MathJax && window.MathJax.startup)"), "no MathJax"
+
+            # A figure: an image in the article that actually decoded.
+            page.wait_for_function(
+                """() => [...document.querySelectorAll('article img, main img')]
+                        .some(i => i.complete && i.naturalWidth > 0)""",
+                timeout=TIMEOUT_MS,
+            )
+
+            # The widget, rendered by the widget manager from the embedded state (static).
+            page.wait_for_selector(
+                ".jupyter-widgets .widget-slider, .widget-slider",
+                state="visible",
+                timeout=TIMEOUT_MS,
+            )
+            widget = page.locator(".jupyter-widgets").first
+            widget.scroll_into_view_if_needed()
+            widget.screenshot(path=str(BUILD / f"screenshot-{path.stem}-widget.png"))
+
+        page.wait_for_load_state("networkidle", timeout=TIMEOUT_MS)
+        page.evaluate("() => window.scrollTo(0, 0)")
+        page.screenshot(path=str(BUILD / f"screenshot-{path.stem}.png"))
+    finally:
+        context.close()
+
+    assert requests, "the page made no request at all: was it served?"
+    assert not outside, "requests left the machine:\n" + "\n".join(outside)
+    assert not failed, "requests failed:\n" + "\n".join(failed)
+    unexpected = [e for e in errors if not any(k in e for k in KNOWN_PAGE_ERRORS)]
+    assert not unexpected, "JavaScript errors on the page:\n" + "\n".join(unexpected)
