@@ -34,6 +34,7 @@ __all__ = [
     "load_splits",
     "split_names",
     "series_of",
+    "slice_of",
     "augment_pair",
     "PairedDataset",
     "SingleImageDataset",
@@ -239,6 +240,12 @@ def series_of(name: str) -> str:
     if len(stem) < 4 or not stem.isdigit():
         raise ValueError(f"atlas name {name!r} is not SNNN.png or SSNNN.png")
     return stem[:-3]
+
+
+def slice_of(name: str) -> int:
+    """The slice number of an atlas name: ``"34002.png" -> 2``, ``"2004.png" -> 4``."""
+    series_of(name)  # validates the name
+    return int(Path(name).stem[-3:])
 
 
 def _apply_same(

@@ -288,3 +288,12 @@ def test_load_pairs_falls_back_to_phantom(tmp_path, capsys):
     assert pet[0][1].shape[0] == 3
     with pytest.raises(FileNotFoundError, match="download"):
         load_pairs("mri-ct", root=tmp_path, fallback=None)
+
+
+def test_series_and_slice_of_names():
+    from dilran_lite.data import series_of, slice_of
+
+    assert (series_of("34002.png"), slice_of("34002.png")) == ("34", 2)
+    assert (series_of("2004.png"), slice_of("2004.png")) == ("2", 4)
+    with pytest.raises(ValueError, match="not SNNN.png"):
+        slice_of("ab.png")
