@@ -8,7 +8,7 @@ with the same names as locally; the downloader maps the remote top folder to the
 (``CT-MRI/``); pass ``base_url``/``url_template`` to use another mirror.
 
 With ``base_url`` given, the source is laid out like the local data root:
-``<base_url>/harvard-mri-ct/MRI/NAME.png`` (e.g. a data root of another machine served over HTTP, or a
+``<base_url>/harvard-mri-ct/MRI/NAME.png`` (e.g. a data root served over HTTP, or a
 ``file://`` URL). Each file is checked against its SHA-256 before it replaces anything: it is
 written to a temporary file in the target folder and moved into place with ``os.replace``.
 Files already present with the right checksum are not fetched again.
