@@ -1,0 +1,101 @@
+"""Tests of dilran_lite.baselines: pixel average/max and Laplacian pyramid fusion."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dilran_lite.baselines import (
+    BASELINES,
+    average,
+    laplacian_pyramid,
+    max_levels,
+    maximum,
+    pyramid_decompose,
+    pyramid_reconstruct,
+)
+
+
+def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_identical_inputs_give_the_input_back(name: str) -> None:
+    x = _rand(1, 64, 48)
+    out = BASELINES[name](x, x.clone())
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+@pytest.mark.parametrize("shape", [(1, 37, 53), (1, 65, 65), (50, 31), (2, 1, 33, 40)])
+def test_odd_sizes_and_shapes(name: str, shape: tuple[int, ...]) -> None:
+    a, b = _rand(*shape, seed=1), _rand(*shape, seed=2)
+    out = BASELINES[name](a, b)
+    assert out.shape == a.shape
+    assert out.dtype == a.dtype
+    assert torch.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_average_and_max_values() -> None:
+    a, b = _rand(1, 8, 8, seed=3), _rand(1, 8, 8, seed=4)
+    torch.testing.assert_close(average(a, b), (a + b) / 2)
+    torch.testing.assert_close(maximum(a, b), torch.maximum(a, b))
+
+
+@pytest.mark.parametrize("size", [(64, 64), (63, 47), (17, 9), (8, 8)])
+@pytest.mark.parametrize("levels", [0, 1, 3, 6])
+def test_pyramid_reconstruction_is_exact(size: tuple[int, int], levels: int) -> None:
+    x = _rand(1, 1, *size, seed=5).double()
+    pyr = pyramid_decompose(x, levels)
+    assert len(pyr) == min(levels, max_levels(*size)) + 1
+    assert pyr[0].shape == x.shape
+    torch.testing.assert_close(pyramid_reconstruct(pyr), x, atol=1e-12, rtol=0)
+
+
+def test_pyramid_levels_are_band_pass() -> None:
+    x = torch.full((1, 1, 32, 32), 0.3)
+    pyr = pyramid_decompose(x, 3)
+    for lap in pyr[:-1]:  # a constant image has no detail at any scale
+        assert lap.abs().max() < 1e-6
+    torch.testing.assert_close(pyr[-1], torch.full_like(pyr[-1], 0.3))
+
+
+def test_edge_present_in_one_input_survives() -> None:
+    """A sharp vertical edge in ``a`` only, on a flat grey ``b``: the Laplacian fusion keeps
+    the edge's local contrast (the detail levels come from ``a``), the average halves it."""
+    a = torch.full((1, 64, 64), 0.5)
+    a[..., 32:] = 1.0
+    b = torch.full((1, 64, 64), 0.5)
+    fused = laplacian_pyramid(a, b)
+    avg = average(a, b)
+    step_fused = (fused[0, :, 32] - fused[0, :, 31]).mean()
+    step_avg = (avg[0, :, 32] - avg[0, :, 31]).mean()
+    assert step_avg == pytest.approx(0.25, abs=1e-6)
+    assert step_fused > 0.45  # nearly all of the 0.5 step of a survives at the edge
+    # the edge stays where it was: the strongest horizontal gradient is between columns 31, 32
+    grad = (fused[0, 32, 1:] - fused[0, 32, :-1]).abs()
+    assert int(grad.argmax()) == 31
+
+
+def test_detail_selection_takes_the_stronger_source() -> None:
+    """Fine texture only in b, coarse brightness only in a: both appear in the fusion."""
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    texture = 0.5 + 0.2 * ((xx + yy) % 2 * 2 - 1).float()  # checkerboard, the finest detail
+    a = torch.full((1, 64, 64), 0.5)
+    b = texture[None]
+    fused = laplacian_pyramid(a, b)
+    assert fused[0, 16:48, 16:48].std() > 0.15  # the texture of b survives (average: 0.1)
+
+
+def test_errors() -> None:
+    with pytest.raises(ValueError, match="differ in shape"):
+        laplacian_pyramid(torch.zeros(1, 8, 8), torch.zeros(1, 8, 9))
+    with pytest.raises(TypeError, match="float"):
+        average(torch.zeros(1, 8, 8, dtype=torch.uint8), torch.zeros(1, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="must be"):
+        maximum(torch.zeros(3, 8, 8), torch.zeros(3, 8, 8))
+    with pytest.raises(ValueError, match="levels"):
+        pyramid_decompose(torch.zeros(1, 1, 8, 8), -1)
