@@ -97,27 +97,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from .evaluate import run_from_args
 
-    from .evaluate import evaluate
-
-    method = args.method
+    method = None
     if args.weights:
         from .inference import fuse_pair
 
         model = _load(args)
         method = lambda a, b: fuse_pair(model, a, b, args.strategy)  # noqa: E731
-    table = evaluate(
-        method,
-        args.dataset,
-        split=args.split,
-        metrics=args.metrics,
-        csv_path=args.csv,
-        progress=not args.no_progress,
-    )
-    with pd.option_context("display.max_columns", None, "display.width", 200):
-        print(table.round(4).to_string())
-    return 0
+    return run_from_args(args, method)
 
 
 def _cmd_download(args: argparse.Namespace) -> int:

@@ -177,14 +177,14 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return p
 
 
-def run_from_args(args: argparse.Namespace) -> int:
+def run_from_args(args: argparse.Namespace, method: FuseFn | None = None) -> int:
     """Run an evaluation from parsed :func:`build_parser` arguments; print the table; return 0.
 
     For ``dilran-lite evaluate``: ``build_parser(subparsers.add_parser("evaluate"))`` and
-    then ``run_from_args(args)``.
+    then ``run_from_args(args)``; ``method`` (e.g. a trained model) replaces ``args.method``.
     """
     table = evaluate(
-        args.method,
+        method if method is not None else args.method,
         args.dataset,
         split=args.split,
         metrics=args.metrics,

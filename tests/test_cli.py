@@ -67,3 +67,13 @@ def test_download_offline_fails_with_a_message(tmp_path, capsys):
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "error:" in err and "MRI/" in err or "CT/" in err
+
+
+def test_evaluate_shipped_weights_on_a_split(atlas_root, tmp_path, capsys):
+    csv = tmp_path / "t.csv"
+    args = ["evaluate", "--weights", "dilran-lite", "--dataset", str(atlas_root)]
+    args += ["--split", "paper/test", "--metrics", "PSNR", "EN", "--csv", str(csv), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "mean" in out and csv.is_file()
+    assert len(csv.read_text().splitlines()) == 22  # header, 20 pairs, mean
