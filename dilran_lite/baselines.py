@@ -2,8 +2,8 @@
 
 Every baseline is a function ``(a, b) -> fused`` on float tensors of shape (1, H, W) (or (H, W),
 or a batch (N, 1, H, W)) with values in [0, 1], returning a tensor of the same shape, clamped to
-[0, 1]. They are the rows that any learned fusion method has to beat (see ``../shared/paper``
-NOTES: the released DILRAN network beats the pixel average by a small margin only).
+[0, 1]. They are the rows that any learned fusion method has to beat (the authors' released DILRAN
+weights beat the pixel average by a small margin only; see the book's chapter 9).
 
 The Laplacian pyramid (Burt & Adelson 1983) splits an image into band-pass detail levels
 ``L_k = G_k - up(G_{k+1})`` and a low-pass base ``G_K``, where ``G_{k+1} = down(blur(G_k))`` with
