@@ -47,6 +47,7 @@ import torch
 from dilran_lite.fast import FastFuser, conv_floor, cpu_info, fast_sfnn_weights
 from dilran_lite.fusion import sfnn_weights, sfnn_weights_reference
 from dilran_lite.model import DILRAN, build_model, count_macs
+from dilran_lite.train import train_step
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "speed.json"
@@ -345,12 +346,7 @@ def bench_train(
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            y = model(x)
-        loss = loss_fn(y.float(), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_step(model, opt, loss_fn, x, amp)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 

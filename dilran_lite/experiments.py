@@ -968,38 +968,33 @@ def _run_experiments(
         # ---- Table 3
         t3 = []
         for s in ablation_strategies:
-            for w, lab in ((mse_w, "MSE only"), (full_w, "MSE + gradient (lambda1 = 0.2)")):
-                if w:
-                    t3.append(
-                        _row(
-                            "Table 3",
-                            split,
-                            runs[(w, s)],
-                            metrics,
-                            seen_of(w),
-                            lab,
-                            note=leak_note(w),
-                        )
-                    )
-            ab_seen = set().union(*(seen_of(w) or set() for w in (mse_w, full_w) if w))
-            ab_unseen = set(names) - ab_seen
+            arms = [
+                (w, lab)
+                for w, lab in ((mse_w, "MSE only"), (full_w, "MSE + gradient (lambda1 = 0.2)"))
+                if w
+            ]
+            t3 += [
+                _row("Table 3", split, runs[(w, s)], metrics, seen_of(w), lab, note=leak_note(w))
+                for w, lab in arms
+            ]
+            ab_unseen = set(names) - set().union(*(seen_of(w) or set() for w, _ in arms))
             if ab_unseen and ab_unseen != set(names):
                 sub = f"not in any training set ({len(ab_unseen)})"
-                for w, lab in ((mse_w, "MSE only"), (full_w, "MSE + gradient (lambda1 = 0.2)")):
-                    if w:
-                        t3.append(
-                            _row(
-                                "Table 3",
-                                split,
-                                runs[(w, s)],
-                                metrics,
-                                seen_of(w),
-                                lab,
-                                ab_unseen,
-                                sub,
-                                "leak-free subset of the test pairs",
-                            )
-                        )
+                leak_free = "leak-free subset of the test pairs"
+                t3 += [
+                    _row(
+                        "Table 3",
+                        split,
+                        runs[(w, s)],
+                        metrics,
+                        seen_of(w),
+                        lab,
+                        ab_unseen,
+                        sub,
+                        leak_free,
+                    )
+                    for w, lab in arms
+                ]
             t3.append(
                 {
                     "table": "Table 3",

@@ -36,6 +36,7 @@ __all__ = [
     "TrainConfig",
     "quick_config",
     "train",
+    "train_step",
     "save_checkpoint",
     "load_checkpoint",
     "read_metadata",
@@ -370,12 +371,7 @@ def train(
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = _random_views(train_x[idx], cfg.crop, cfg.augment, g).to(dev)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                y = model(x)
-            loss = loss_fn(y.float(), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = train_step(model, opt, loss_fn, x, use_amp)
             total += loss.item() * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{total / seen:.4f}")
@@ -396,6 +392,22 @@ def train(
             break
     meta = {**base_meta, "epoch": max(end, start), "history": history}
     return model, meta
+
+
+def train_step(
+    model: DILRAN, opt: torch.optim.Optimizer, loss_fn, x: torch.Tensor, amp: bool = False
+) -> torch.Tensor:
+    """One optimiser step of the autoencoder on the batch ``x`` (N, 1, H, W); returns the loss.
+
+    ``amp`` runs the forward pass under bfloat16 autocast; the loss is computed in float32.
+    """
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+        y = model(x)
+    loss = loss_fn(y.float(), x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach()
 
 
 @torch.no_grad()
