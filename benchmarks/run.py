@@ -44,7 +44,13 @@ from pathlib import Path
 
 import torch
 
-from dilran_lite.fast import FastFuser, conv_floor, cpu_info, fast_sfnn_weights
+from dilran_lite.fast import (
+    FastFuser,
+    _split_over_threads,
+    conv_floor,
+    cpu_info,
+    fast_sfnn_weights,
+)
 from dilran_lite.fusion import sfnn_weights, sfnn_weights_reference
 from dilran_lite.model import DILRAN, build_model, count_macs
 from dilran_lite.train import train_step
@@ -184,6 +190,14 @@ def bench_sfnn(preset: str, size: int, repeats: int, loop: bool = True) -> dict:
             lambda: fast_sfnn_weights(f1, f2, method="gram32"), repeats
         )
         res["batched_plain_svd"] = timeit(lambda: sfnn_weights(f1, f2), 1, warmup=0)
+        # the floor of any exact method here: the float64 eigenvalue problems alone, on
+        # precomputed Gram matrices, split over the threads as the fast path does
+        maps = torch.softmax(torch.cat([f1, f2]).float(), dim=1).double().flatten(0, 1)
+        grams = maps @ maps.transpose(-1, -2)
+        res["eigvalsh_only_gram64"] = timeit(
+            lambda: _split_over_threads(torch.linalg.eigvalsh, grams, torch.get_num_threads()),
+            repeats,
+        )
         if loop:
             res["loop_per_channel_svd"] = timeit(
                 lambda: sfnn_weights_reference(f1, f2), 1, warmup=0
@@ -196,6 +210,12 @@ def bench_sfnn(preset: str, size: int, repeats: int, loop: bool = True) -> dict:
             res["speedup_fast_vs_loop"] = res["loop_per_channel_svd"]["wall_s"] / fast
             res["speedup_plain_batched_vs_loop"] = (
                 res["loop_per_channel_svd"]["wall_s"] / res["batched_plain_svd"]["wall_s"]
+            )
+            res["speedup_gram32_vs_loop"] = (
+                res["loop_per_channel_svd"]["wall_s"] / res["batched_fast_gram32"]["wall_s"]
+            )
+            res["speedup_bound_exact_vs_loop"] = (
+                res["loop_per_channel_svd"]["wall_s"] / res["eigvalsh_only_gram64"]["wall_s"]
             )
         res["load_after"] = load()
     return res
@@ -220,6 +240,19 @@ def _mem_estimate(preset: str, size: int, batch: int) -> float:
     """Rough bytes of live activations: ~8 feature maps of 3 * width channels, float32."""
     width = build_model(preset).config.width
     return 8 * 2 * batch * 3 * width * size * size * 4.0
+
+
+#: repeats for the 256x256, batch-1 row that the issue's targets are read from: on a shared
+#: machine the minimum of 3 runs still varies by 10-20% from one benchmark run to the next
+KEY_REPEATS = 10
+
+#: other settings of the fast path timed at 256x256, batch 1, on a CPU: float32 Gram eigenvalues
+#: (not exact: ~1e-3 relative on the norms), torch.compile (the first call compiles: warm-up)
+CPU_VARIANTS: dict[str, dict] = {
+    "fast_gram32": {"nuclear": "gram32"},
+    "fast_compiled": {"compile": True},
+    "fast_compiled_gram32": {"compile": True, "nuclear": "gram32"},
+}
 
 
 def bench_fusion(
@@ -271,6 +304,8 @@ def bench_fusion(
                 a = a1.expand(batch, -1, -1, -1).contiguous()
                 b = b1.expand(batch, -1, -1, -1).contiguous()
                 reps = repeats if est is None or est * (repeats + 1) <= budget else 1
+                if size == 256 and batch == 1 and not fuser_kwargs:
+                    reps = max(reps, KEY_REPEATS)  # the targets' row: more runs, less noise
                 warm = 1 if est is None or est * (reps + 1) <= budget else 0
                 row["load_before"] = load()
                 with PeakMemory(device) as pm:
@@ -289,6 +324,11 @@ def bench_fusion(
 
                         row["plain"] = timeit(plain, 1, warmup=0)
                     row["fast_over_floor"] = row["fast"]["total_s"] / row["conv_floor"]["wall_s"]
+                    if device.type == "cpu" and size == 256 and not fuser_kwargs:
+                        # the same fusion with other settings of the fast path
+                        for key, kw in CPU_VARIANTS.items():
+                            other = FastFuser(model, device=device, **kw)
+                            row[key] = _stage_times(other, a, b, reps, max(warm, 1))
                 row["load_after"] = load()
                 rows.append(row)
                 f = row["fast"]
@@ -446,6 +486,17 @@ def summarise(result: dict) -> dict:
         summary["lite_256_pair_s"] = lite["fast"]["total_s"]
         summary["lite_256_pair_cpu_s"] = lite["fast"]["cpu_s"]
         summary["lite_target_0.1s_met"] = lite["fast"]["total_s"] < 0.1
+        for key in CPU_VARIANTS:
+            if key in lite:
+                summary[f"lite_256_pair_s_{key[5:]}"] = lite[key]["total_s"]
+    for key in CPU_VARIANTS:
+        if p and key in p:
+            summary[f"paper_256_{key[5:]}_over_conv_floor"] = (
+                p[key]["total_s"] / p["conv_floor"]["wall_s"]
+            )
+    if "speedup_bound_exact_vs_loop" in s:
+        summary["sfnn_speedup_gram32_vs_loop"] = s["speedup_gram32_vs_loop"]
+        summary["sfnn_speedup_bound_exact_vs_loop"] = s["speedup_bound_exact_vs_loop"]
     # where the exact nuclear norm dominates: measured share, and the n^3 / n^2 extrapolation
     for preset in ("paper", "lite"):
         shares = {}

@@ -258,8 +258,7 @@ def _apply_same(
     for t in tensors[1:]:
         if t.shape[-2:] != (h, w):
             raise ValueError(
-                f"augment_pair: images differ in size {tuple(tensors[0].shape)} vs "
-                f"{tuple(t.shape)}"
+                f"augment_pair: images differ in size {tuple(tensors[0].shape)} vs {tuple(t.shape)}"
             )
     out = list(tensors)
     if flips:

@@ -95,9 +95,7 @@ def _fetch(url: str, target: Path, digest: str, timeout: float, hint: str) -> No
             ) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise DownloadError(
-                f"could not fetch {target} from {url}: {reason}. {hint}"
-            ) from exc
+            raise DownloadError(f"could not fetch {target} from {url}: {reason}. {hint}") from exc
         if expected is not None and received != expected:
             raise DownloadError(
                 f"transfer of {target} from {url} was interrupted: got {received} of {expected} "
@@ -194,8 +192,10 @@ def download_atlas(
         _write_json(folder / "splits.json", man["splits"])
     _write_json(folder / "sha256.json", dict(sorted(man["sha256"].items())))
     if progress:
-        print(f"{folder}: {len(sums)} files verified ({fetched} fetched, {len(sums) - fetched} "
-              "already present)")
+        print(
+            f"{folder}: {len(sums)} files verified ({fetched} fetched, {len(sums) - fetched} "
+            "already present)"
+        )
     return folder
 
 

@@ -14,6 +14,9 @@ random test pairs) it writes to ``--out``:
   numbers of NOTES.md (the released weights under the field's metric definitions);
 * ``table3_<split>.csv``: the loss ablation, MSE only vs MSE + gradient (the perceptual term
   needs ImageNet VGG16 weights, which were not available offline: no model uses it);
+* ``gap_<split>.csv``: the paper model's SFNN-max image against the same weights applied to the
+  autoencoded sources and to the sources themselves (:func:`reconstruction_gap`), with the
+  autoencoder's PSNR on each source: what the reconstruction error costs each metric;
 * ``selection_<split>.csv``: the validation scores behind the choice of the best variant;
 * ``w2_<split>.csv``: the CT weight W2 that every DILRAN strategy gave each test pair;
 * ``fusion_grid_<split>.png``: 3 test pairs, sources and every method, with zoomed crops;
@@ -74,6 +77,7 @@ __all__ = [
     "score_runs",
     "select_best_variant",
     "fusion_grid",
+    "reconstruction_gap",
     "run_experiments",
     "main",
 ]
@@ -104,6 +108,7 @@ compare the fused image with both sources (fidelity), cheap to compute; no-refer
 
 WEIGHTS = {
     "paper": "dilran-paper",
+    "paper_affine": "dilran-paper-affine",
     "lite": "dilran-lite",
     "mse": "dilran-lite-mse",
     "lite_paper_split": "dilran-lite-paper-split",
@@ -112,6 +117,7 @@ WEIGHTS = {
 
 _DEFAULT_TRAIN_SPLIT = {
     "dilran-paper": "series",
+    "dilran-paper-affine": "series",
     "dilran-lite": "series",
     "dilran-lite-mse": "series",
     "dilran-lite-paper-split": "paper",
@@ -355,6 +361,67 @@ def fuse_with_baseline(
         run.fused[name] = to_uint8(fn(a, b).clamp(0, 1))
     run.seconds = time.perf_counter() - t0
     return run
+
+
+@torch.inference_mode()
+def reconstruction_gap(
+    model: torch.nn.Module,
+    pairs: Pairs,
+    strategy: str,
+    weights: str,
+    split: str,
+) -> tuple[dict[str, Run], pd.DataFrame]:
+    """Where a global-weight strategy's image departs from a plain weighted average.
+
+    For each pair the strategy's weights (W1, W2) are applied three ways: to the feature maps
+    and decoded (the network's image, as :func:`fuse_with_model`), to the two *autoencoded*
+    sources, W1 D(E(a)) + W2 D(E(b)), and to the sources themselves, W1 a + W2 b. With an affine
+    decoder the first two are equal (NOTES.md: the released model's); the gap between the last
+    two is what the autoencoder's reconstruction error costs. Returns the three runs (keys
+    ``network``, ``autoencoded``, ``pixels``) and a table of the autoencoder's PSNR on each
+    source (dB, 8-bit images).
+    """
+    if not (strategy.startswith("sfnn-") and strategy[5:] in PHI) and strategy != "average":
+        raise ValueError(f"{strategy!r} has no single weight per pair; use an SFNN strategy")
+    keys = {
+        "network": f"{weights} + {strategy}",
+        "autoencoded": f"W1 D(E(MRI)) + W2 D(E(CT)), weights of {weights} + {strategy}",
+        "pixels": f"W1 MRI + W2 CT, weights of {weights} + {strategy}",
+    }
+    runs = {
+        k: Run(lab, split, weights, strategy if k == "network" else f"{strategy} on {k}")
+        for k, lab in keys.items()
+    }
+    rows = []
+    for a, b, name in pairs:
+        t0 = time.perf_counter()
+        feats = model.encode(torch.stack([a, b]))
+        f1, f2 = feats[:1], feats[1:]
+        fused_f, (w1, w2) = fuse_features(f1, f2, strategy, return_weights=True)
+        w1, w2 = float(torch.as_tensor(w1).mean()), float(torch.as_tensor(w2).mean())
+        rec = model.decode(feats).clamp(0, 1).float().cpu()
+        images = {
+            "network": model.decode(fused_f).clamp(0, 1)[0].float().cpu(),
+            "autoencoded": w1 * rec[0] + w2 * rec[1],
+            "pixels": w1 * a + w2 * b,
+        }
+        for k, img in images.items():
+            runs[k].fused[name] = to_uint8(img)
+            runs[k].w2[name] = w2
+            runs[k].seconds += (time.perf_counter() - t0) / 3
+        err = {
+            f"AE_PSNR_{mod}": _psnr8(src, rec[i])
+            for i, (mod, src) in enumerate((("MRI", a), ("CT", b)))
+        }
+        rows.append({"pair": name, "W2_CT": w2, **err})
+    return runs, pd.DataFrame(rows)
+
+
+def _psnr8(x: torch.Tensor, y: torch.Tensor) -> float:
+    """PSNR (dB) between two [0, 1] images after both are quantised to 8 bits."""
+    d = to_uint8(x).astype(np.float64) - to_uint8(y).astype(np.float64)
+    mse = float(np.mean(d * d))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def _metrics_fingerprint() -> str:
@@ -666,16 +733,25 @@ def _split_plan(split: str, quick: bool, records: dict) -> dict:
     if split == "series":
         plan = {
             "table1": [
-                w for w in ([] if quick else [WEIGHTS["paper"]]) + [WEIGHTS["lite"]] if w in have
+                w
+                for w in ([] if quick else [WEIGHTS["paper"], WEIGHTS["paper_affine"]])
+                + [WEIGHTS["lite"]]
+                if w in have
             ],
             "paper_model": pick(WEIGHTS["lite"]) if quick else pick(WEIGHTS["paper"]),
+            "affine_model": None if quick else pick(WEIGHTS["paper_affine"]),
             "ablation": (pick(WEIGHTS["mse"]), pick(WEIGHTS["lite"])),
         }
     else:
         ps = pick(WEIGHTS["lite_paper_split"], WEIGHTS["lite"])
         plan = {
-            "table1": [w for w in ([] if quick else [WEIGHTS["paper"]]) + [ps] if w in have],
+            "table1": [
+                w
+                for w in ([] if quick else [WEIGHTS["paper"], WEIGHTS["paper_affine"]]) + [ps]
+                if w in have
+            ],
             "paper_model": pick(WEIGHTS["lite"]) if quick else pick(WEIGHTS["paper"]),
+            "affine_model": None if quick else pick(WEIGHTS["paper_affine"]),
             "ablation": (pick(WEIGHTS["mse"]), pick(WEIGHTS["lite"])),
         }
     return plan
@@ -752,7 +828,7 @@ def _run_experiments(
 
     wanted = [WEIGHTS["lite"], WEIGHTS["mse"], WEIGHTS["lite_paper_split"]]
     if not quick:
-        wanted.insert(0, WEIGHTS["paper"])
+        wanted[:0] = [WEIGHTS["paper"], WEIGHTS["paper_affine"]]
     if models is None:
         models, records, missing = _load_models(wanted, weight_files)
     else:
@@ -823,8 +899,9 @@ def _run_experiments(
         need: dict[str, list[str]] = {}
         for w in plan["table1"]:
             need.setdefault(w, []).extend(STRATEGY_ORDER)
-        if plan["paper_model"]:
-            need.setdefault(plan["paper_model"], []).append(PAPER_STRATEGY)
+        for role in ("paper_model", "affine_model"):
+            if plan[role]:
+                need.setdefault(plan[role], []).append(PAPER_STRATEGY)
 
         # the best variant is chosen on validation pairs, among weights that saw no test pair
         cands = [
@@ -869,6 +946,13 @@ def _run_experiments(
                 runs[(w, s)] = run
         for key, fn in BASELINES.items():
             runs[(None, key)] = fuse_with_baseline(fn, test_pairs, key, test_split)
+        gap_ae: dict[str, pd.DataFrame] = {}
+        for gw in dict.fromkeys(w for w in (plan["paper_model"], plan["affine_model"]) if w):
+            gap_runs, gap_ae[gw] = reconstruction_gap(
+                models[gw], test_pairs, PAPER_STRATEGY, gw, test_split
+            )
+            for k in ("autoencoded", "pixels"):
+                runs[(gw, f"gap:{k}")] = gap_runs[k]
         t_fuse = time.perf_counter() - t0
         t0 = time.perf_counter()
         score_runs(list(runs.values()), {test_split: test_pairs}, metrics, cache, jobs)
@@ -915,6 +999,15 @@ def _run_experiments(
                     f"DILRAN as in the paper ({preset} preset, sfnn-max)",
                     runs[(paper_w, PAPER_STRATEGY)],
                     leak_note(paper_w),
+                )
+            )
+        affine_w = plan["affine_model"]
+        if affine_w:
+            t2_runs.append(
+                (
+                    "DILRAN with the released code's affine reconstructor (paper preset, sfnn-max)",
+                    runs[(affine_w, PAPER_STRATEGY)],
+                    leak_note(affine_w),
                 )
             )
         if selection:
@@ -1007,6 +1100,26 @@ def _run_experiments(
             )
         _table(t3, metrics).to_csv(out / f"table3_{split}.csv", index=False, float_format="%.6g")
 
+        # ---- where the faithful model's image departs from a weighted average (chapter 9)
+        gap = []
+        for pw, ae_table in gap_ae.items():
+            rows = [
+                _row("Gap", split, r, metrics, seen_of(pw), lab, note=leak_note(pw))
+                for lab, r in (
+                    ("network: decode(W1 f1 + W2 f2)", runs[(pw, PAPER_STRATEGY)]),
+                    ("W1 D(E(MRI)) + W2 D(E(CT))", runs[(pw, "gap:autoencoded")]),
+                    ("W1 MRI + W2 CT", runs[(pw, "gap:pixels")]),
+                )
+            ]
+            ae = ae_table[["AE_PSNR_MRI", "AE_PSNR_CT"]].mean()
+            for row in rows:
+                row.update({k: float(v) for k, v in ae.items()})
+            gap += rows
+        if gap:
+            _table(gap, [*metrics, "AE_PSNR_MRI", "AE_PSNR_CT"]).to_csv(
+                out / f"gap_{split}.csv", index=False, float_format="%.6g"
+            )
+
         # ---- W2 per pair
         w2_rows = [
             {
@@ -1016,8 +1129,8 @@ def _run_experiments(
                 "strategy": r.strategy,
                 "W2_CT": r.w2.get(nm),
             }
-            for r in runs.values()
-            if r.weights
+            for (_, s), r in runs.items()
+            if r.weights and not s.startswith("gap:")
             for nm in names
         ]
         pd.DataFrame(w2_rows).to_csv(out / f"w2_{split}.csv", index=False, float_format="%.5g")
@@ -1059,6 +1172,7 @@ def _run_experiments(
             "weights_used": {
                 "table1": plan["table1"],
                 "table2_paper_model": paper_w,
+                "table2_affine_model": affine_w,
                 "table3": {"mse_only": mse_w, "mse_gradient": full_w},
                 "best_variant": selection and selection["weights"],
             },

@@ -34,11 +34,14 @@ __all__ = [
 
 TISSUES = ("scalp", "skull", "csf", "grey", "white", "lesion")
 MRI_VALUES = {
-    "scalp": 0.55, "skull": 0.05, "csf": 0.90, "grey": 0.55, "white": 0.33, "lesion": 0.80
+    "scalp": 0.55,
+    "skull": 0.05,
+    "csf": 0.90,
+    "grey": 0.55,
+    "white": 0.33,
+    "lesion": 0.80,
 }
-CT_VALUES = {
-    "scalp": 0.30, "skull": 0.95, "csf": 0.12, "grey": 0.32, "white": 0.32, "lesion": 0.32
-}
+CT_VALUES = {"scalp": 0.30, "skull": 0.95, "csf": 0.12, "grey": 0.32, "white": 0.32, "lesion": 0.32}
 # Functional uptake (PET/SPECT-like): grey matter high, lesion hot, bone and CSF cold.
 UPTAKE = {"scalp": 0.08, "skull": 0.05, "csf": 0.05, "grey": 0.75, "white": 0.35, "lesion": 1.0}
 

@@ -306,11 +306,18 @@ def train(
     max_epochs: int | None = None,
     time_budget_s: float | None = None,
     notes: str | None = None,
+    change_lr: bool = False,
+    init: str | Path | None = None,
 ) -> tuple[DILRAN, dict]:
     """Train an autoencoder as in Sec. 4.2; checkpoints go to ``out_dir`` (``last``, ``best``).
 
     ``resume`` continues from ``out_dir/last.safetensors`` (its config must match ``cfg``
-    except for ``epochs``, so a finished run can be extended).
+    except for ``epochs``, so a finished run can be extended; with ``change_lr`` also except
+    for ``lr``: the optimiser's state is kept and it continues at ``cfg.lr``, e.g. a second
+    phase at a lower rate). The history records every epoch's learning rate (``lr``).
+    ``init`` starts a new run from other weights (a checkpoint file or a shipped name): every
+    parameter is copied by name and must match in shape, while the config may differ where no
+    parameter depends on it (e.g. a reconstructor without activations); ignored on resume.
     ``max_epochs`` stops this call after that many epochs, ``time_budget_s`` after the epoch
     that passes that many seconds (the run can be resumed later). ``notes`` go into the metadata.
     Returns the model (with the last weights) and the metadata, whose ``history`` holds the
@@ -323,18 +330,31 @@ def train(
     seed_everything(cfg.seed)
     model = DILRAN(cfg.model_config()).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history: dict[str, list] = {"train_loss": [], "val_loss": [], "epoch_time_s": [], "steps": []}
+    history: dict[str, list] = {
+        "train_loss": [],
+        "val_loss": [],
+        "epoch_time_s": [],
+        "steps": [],
+        "lr": [],
+    }
     start = 0
     last = out / "last.safetensors"
     for stale in out.glob(".*.tmp"):  # left by a process killed while writing
         stale.unlink()
     if resume and last.is_file():
         saved = asdict(TrainConfig.from_dict(read_metadata(last)["train_config"]))
-        diff = [k for k, v in asdict(cfg).items() if k != "epochs" and saved[k] != v]
-        if diff:  # only the number of epochs may change on resume
+        free = {"epochs", "lr"} if change_lr else {"epochs"}
+        diff = [k for k, v in asdict(cfg).items() if k not in free and saved[k] != v]
+        if diff:  # only the number of epochs (and with change_lr the rate) may change
             raise CheckpointError(f"cannot resume {last}: the training config differs in {diff}")
         model, meta = load_checkpoint(last, model, opt, map_location=dev)
         history, start = meta["history"], meta["epoch"]
+        # checkpoints written before the rate was recorded ran at their config's rate
+        history.setdefault("lr", [saved["lr"]] * len(history["train_loss"]))
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr
+    elif init is not None:
+        init_weights(model, init)
     use_amp = cfg.amp and dev.type == "cuda"
     if cfg.channels_last and dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -355,6 +375,7 @@ def train(
         "device": str(dev),
         "torch_version": torch.__version__,
         "notes": notes,
+        "init": None if init is None else str(init),
     }
     t_start = time.perf_counter()
     end = cfg.epochs if max_epochs is None else min(cfg.epochs, start + max_epochs)
@@ -380,6 +401,7 @@ def train(
         history["val_loss"].append(val)
         history["epoch_time_s"].append(time.perf_counter() - t0)
         history["steps"].append(steps)
+        history["lr"].append(opt.param_groups[0]["lr"])
         meta = {**base_meta, "epoch": epoch + 1, "history": history}
         save_checkpoint(last, model, meta, optimizer=opt)
         if val < best:
@@ -392,6 +414,30 @@ def train(
             break
     meta = {**base_meta, "epoch": max(end, start), "history": history}
     return model, meta
+
+
+def init_weights(model: DILRAN, source: str | Path) -> DILRAN:
+    """Copy every parameter of the weights ``source`` (a checkpoint file or a shipped name) into
+    ``model`` by name; raises :class:`CheckpointError` naming what does not fit."""
+    from .pretrained import available, load_weights
+
+    if not Path(source).is_file() and str(source) not in available():
+        raise CheckpointError(
+            f"cannot start from {source!r}: no such checkpoint file or shipped weights "
+            f"({', '.join(available())})"
+        )
+    src = load_weights(source).state_dict()
+    own = model.state_dict()
+    missing = sorted(set(own) - set(src))
+    unexpected = sorted(set(src) - set(own))
+    shapes = [k for k in set(own) & set(src) if own[k].shape != src[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"the weights {source!r} do not fit this model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, other shapes {sorted(shapes)[:5]}"
+        )
+    model.load_state_dict(src)
+    return model
 
 
 def train_step(

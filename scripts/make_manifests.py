@@ -22,7 +22,9 @@ OUT = REPO / "dilran_lite" / "manifests"
 # the same names as the local layout (only the top folder differs).
 REPO_URL = "https://github.com/xianming-gu/Havard-Medical-Image-Fusion-Datasets"
 COMMIT = "efa50b7a617bacf2ff29dd7651171c286cec5727"
-RAW = f"https://raw.githubusercontent.com/xianming-gu/Havard-Medical-Image-Fusion-Datasets/{COMMIT}/"
+RAW = (
+    f"https://raw.githubusercontent.com/xianming-gu/Havard-Medical-Image-Fusion-Datasets/{COMMIT}/"
+)
 
 DATASETS = {
     "mri-ct": ("harvard-mri-ct", ("MRI", "CT"), "CT-MRI"),

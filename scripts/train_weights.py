@@ -11,6 +11,7 @@ On a CPU each run stops after its time budget; the sidecar records the epochs an
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from dilran_lite.train import TrainConfig, load_checkpoint, save_checkpoint, tra
 
 CPU_NOTE = (
     "Trained on 2 CPU cores for a fixed time budget on random {crop}x{crop} crops (flips, "
-    "90-degree turns), Adam lr {lr}, batch {batch}, {steps} steps per epoch: far fewer updates "
+    "90-degree turns), Adam lr {lr} (history.lr: the rate of every epoch), batch {batch}, "
+    "{steps} steps per epoch: far fewer updates "
     "than the paper's 100 epochs on whole images. ImageNet VGG16 weights were not available "
     "offline, so the perceptual term is off (lambda2 = 0)."
 )
@@ -50,7 +52,20 @@ RUNS: dict[str, tuple[dict, float]] = {
     ),
     "dilran-lite-paper-split": (dict(preset="lite", split="paper", **COMMON), 10),
     "dilran-paper": (dict(preset="paper", split="series", **COMMON), 45),
+    # the released code's reconstructor (no activations: affine), fine-tuned from dilran-paper
+    "dilran-paper-affine": (
+        dict(
+            preset="paper",
+            model={"recon_activation": False},
+            split="series",
+            **{**COMMON, "lr": 1e-4},
+        ),
+        45,
+    ),
 }
+
+#: runs that start from other shipped weights (see dilran_lite.train.train's ``init``)
+INIT: dict[str, str] = {"dilran-paper-affine": "dilran-paper"}
 
 
 def export(run_dir: Path, name: str) -> Path:
@@ -68,14 +83,28 @@ def main() -> None:
     ap.add_argument("--minutes-scale", type=float, default=1.0, help="scale every time budget")
     ap.add_argument("--device", default=None)
     ap.add_argument("--full", action="store_true", help="no time budget: train every epoch")
+    ap.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="continue the run at this learning rate (a second phase; the history keeps each "
+        "epoch's rate)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     for name in args.names:
         fields, minutes = RUNS[name]
-        cfg = TrainConfig(**fields)
+        cfg = TrainConfig(**{**fields, **({"lr": args.lr} if args.lr else {})})
         note = CPU_NOTE.format(
             crop=cfg.crop, lr=cfg.lr, batch=cfg.batch_size, steps=cfg.steps_per_epoch
         )
+        init = INIT.get(name)
+        if init:
+            info = json.loads((REPO / "dilran_lite" / "weights" / f"{init}.json").read_text())
+            note += (
+                f" Started from the shipped weights {init} (epoch {info.get('epoch')} of that run, "
+                f"git {str(info.get('git_commit'))[:10]}), every parameter copied."
+            )
         budget = None if args.full else minutes * 60 * args.minutes_scale
         run_dir = REPO / "runs" / name
         print(f"== {name}: {cfg}\n   budget {budget} s -> {run_dir}", flush=True)
@@ -87,6 +116,8 @@ def main() -> None:
             progress=False,
             time_budget_s=budget,
             notes=note,
+            change_lr=args.lr is not None,
+            init=init and REPO / "dilran_lite" / "weights" / f"{init}.safetensors",
         )
         print(f"exported {export(run_dir, name)}", flush=True)
 

@@ -160,8 +160,13 @@ def test_network_error_names_file_and_advice(tmp_path):
     port = s.getsockname()[1]
     s.close()
     with pytest.raises(DownloadError, match=r"could not fetch .*CT/2004\.png") as err:
-        download_atlas(tmp_path, base_url=f"http://127.0.0.1:{port}/", names=["2004"],
-                       progress=False, timeout=5)
+        download_atlas(
+            tmp_path,
+            base_url=f"http://127.0.0.1:{port}/",
+            names=["2004"],
+            progress=False,
+            timeout=5,
+        )
     assert "copy the atlas folder by hand" in str(err.value)
     assert not _leftovers(tmp_path)
 
@@ -172,8 +177,13 @@ def test_file_url_and_template(tmp_path, atlas_root):
     for m in ("MRI", "CT"):
         (mirror / "CT-MRI" / m).mkdir(parents=True)
         shutil.copy(atlas_root / m / "2004.png", mirror / "CT-MRI" / m / "2004.png")
-    folder = download_atlas(tmp_path / "d", base_url=mirror.as_uri(), names=["2004.png"],
-                            url_template="CT-MRI/{modality}/{name}", progress=False)
+    folder = download_atlas(
+        tmp_path / "d",
+        base_url=mirror.as_uri(),
+        names=["2004.png"],
+        url_template="CT-MRI/{modality}/{name}",
+        progress=False,
+    )
     got = (folder / "CT" / "2004.png").read_bytes()
     assert got == (atlas_root / "CT" / "2004.png").read_bytes()
     with pytest.raises(ValueError, match="not in the mri-ct manifest"):

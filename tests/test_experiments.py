@@ -45,7 +45,7 @@ def quick_run(atlas_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Qui
 def test_quick_mode_writes_every_file(quick_run: QuickRun) -> None:
     out, summary, _ = quick_run
     for split in ("series", "paper"):
-        for stem in ("table1", "table2", "table3", "selection", "w2", "per_image"):
+        for stem in ("table1", "table2", "table3", "gap", "selection", "w2", "per_image"):
             assert (out / f"{stem}_{split}.csv").is_file(), stem
         png = out / f"fusion_grid_{split}.png"
         assert png.is_file() and png.stat().st_size < 1_000_000
@@ -164,3 +164,40 @@ def test_untrained_models_on_the_phantom(tmp_path: Path) -> None:
     assert summary["weights"]["dilran-lite"]["temporary"] is True
     assert summary["splits"]["series"]["selection"]["val_split"] == "series/val"
     assert not (tmp_path / "fusion_grid_series.png").exists()
+
+
+def _affine_lite() -> torch.nn.Module:
+    """A lite model with an affine reconstructor whose output stays inside (0, 1)."""
+    torch.manual_seed(0)
+    model = build_model("lite", recon_activation=False).eval()
+    last = model.decoder.body[-1]
+    with torch.no_grad():
+        last.weight.mul_(1e-2)
+        last.bias.fill_(0.5)
+    return model
+
+
+def test_reconstruction_gap_affine_decoder_equals_average_of_reconstructions() -> None:
+    g = torch.Generator().manual_seed(1)
+    pairs = [
+        (torch.rand(1, 32, 32, generator=g), torch.rand(1, 32, 32, generator=g), f"{i}.png")
+        for i in range(2)
+    ]
+    runs, ae = E.reconstruction_gap(_affine_lite(), pairs, "sfnn-max", "toy", "t/test")
+    assert set(runs) == {"network", "autoencoded", "pixels"}
+    for a, b, name in pairs:
+        w2 = runs["pixels"].w2[name]
+        assert 0 < w2 < 1
+        # decode is affine and W1 + W2 = 1: decoding the mix = mixing the decodings
+        net = runs["network"].fused[name].astype(int)
+        rec = runs["autoencoded"].fused[name].astype(int)
+        assert np.abs(net - rec).max() <= 1
+        np.testing.assert_array_equal(runs["pixels"].fused[name], to_uint8((1 - w2) * a + w2 * b))
+    assert list(ae.columns) == ["pair", "W2_CT", "AE_PSNR_MRI", "AE_PSNR_CT"]
+    assert (ae["AE_PSNR_MRI"] < 20).all()  # this untrained model reconstructs nothing
+
+
+def test_reconstruction_gap_needs_one_weight_per_pair() -> None:
+    pairs = [(torch.rand(1, 16, 16), torch.rand(1, 16, 16), "0.png")]
+    with pytest.raises(ValueError, match="single weight per pair"):
+        E.reconstruction_gap(_affine_lite(), pairs, "sfnn-spatial", "toy", "t/test")

@@ -12,6 +12,8 @@ Tolerances (CPU, float32 network):
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -71,6 +73,23 @@ def test_fast_fuse_matches_plain(name: str, strategy: str, pair) -> None:
         assert (out - ref).abs().max().item() <= IMAGE_TOL
         assert (torch.as_tensor(w1) - r1).abs().max().item() <= MAP_TOL
     assert next(model.parameters()).is_contiguous()  # the caller's model is left alone
+
+
+@pytest.mark.skipif(
+    not any(shutil.which(c) for c in ("c++", "g++", "clang++")),
+    reason="torch.compile on a CPU needs a C++ compiler",
+)
+def test_compiled_fast_path_matches_plain(pair) -> None:
+    """``compile=True`` (torch.compile of the encoder and decoder) changes no result."""
+    model = pretrained("dilran-lite")
+    a, b = (x[..., 96:128, 96:128] for x in pair)
+    with torch.inference_mode():
+        ref = model.fuse(a, b, "sfnn-max")
+    fuser = FastFuser(model, compile=True)
+    assert fuser.compiled
+    for _ in range(2):  # the first call compiles, the second reuses the graph
+        out = fuser(a, b, "sfnn-max")
+        assert (out - ref).abs().max().item() <= IMAGE_TOL
 
 
 def test_fuse_timed_and_conv_floor() -> None:

@@ -90,6 +90,44 @@ def test_resume_refuses_another_config(tmp_path):
         train(tiny(epochs=2, lr=5e-4), tmp_path, progress=False, resume=True)
 
 
+def test_resume_with_a_new_learning_rate(tmp_path):
+    train(tiny(epochs=1), tmp_path, progress=False)
+    model, meta = train(
+        tiny(epochs=2, lr=1e-4), tmp_path, progress=False, resume=True, change_lr=True
+    )
+    assert meta["epoch"] == 2
+    assert meta["history"]["lr"] == [tiny().lr, 1e-4]
+    assert meta["train_config"]["lr"] == 1e-4
+    with pytest.raises(CheckpointError, match="seed"):
+        train(
+            tiny(epochs=3, lr=1e-4, seed=5), tmp_path, progress=False, resume=True, change_lr=True
+        )
+
+
+def test_init_from_weights_with_another_reconstructor(tmp_path):
+    src, _ = train(tiny(epochs=1), tmp_path / "src", progress=False)
+    cfg = tiny(epochs=1, model={"width": 8, "recon_widths": [8, 8], "recon_activation": False})
+    model, meta = train(
+        cfg,
+        tmp_path / "affine",
+        progress=False,
+        max_epochs=0,
+        init=tmp_path / "src" / "last.safetensors",
+    )
+    assert meta["init"].endswith("last.safetensors")
+    assert same(weights(model), weights(src))  # every parameter copied
+    assert model.config.recon_activation is False
+    with pytest.raises(CheckpointError, match="do not fit"):
+        train(
+            tiny(model={"width": 4}),
+            tmp_path / "bad",
+            progress=False,
+            init=tmp_path / "src" / "last.safetensors",
+        )
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        train(tiny(), tmp_path / "none", progress=False, init=tmp_path / "missing.safetensors")
+
+
 def test_load_refuses_a_mismatched_model(tmp_path):
     path = save_checkpoint(tmp_path / "m.safetensors", build_model("lite"))
     with pytest.raises(CheckpointError, match="width: model has 64, checkpoint has 16"):
