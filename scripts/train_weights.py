@@ -117,7 +117,7 @@ def main() -> None:
             time_budget_s=budget,
             notes=note,
             change_lr=args.lr is not None,
-            init=init and REPO / "dilran_lite" / "weights" / f"{init}.safetensors",
+            init=init,  # a shipped name: the sidecar records it, not a path of this machine
         )
         print(f"exported {export(run_dir, name)}", flush=True)
 
