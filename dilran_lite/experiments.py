@@ -58,7 +58,7 @@ import torch
 from . import __version__
 from .baselines import BASELINES
 from .fusion import PHI, fuse_features, nuclear_norms
-from .metrics import METRICS, compute_metrics, to_uint8
+from .metrics import METRICS, _psnr_one, compute_metrics, to_uint8
 
 __all__ = [
     "STRATEGY_ORDER",
@@ -405,23 +405,17 @@ def reconstruction_gap(
             "autoencoded": w1 * rec[0] + w2 * rec[1],
             "pixels": w1 * a + w2 * b,
         }
+        seconds = (time.perf_counter() - t0) / len(images)
         for k, img in images.items():
             runs[k].fused[name] = to_uint8(img)
             runs[k].w2[name] = w2
-            runs[k].seconds += (time.perf_counter() - t0) / 3
+            runs[k].seconds += seconds
         err = {
-            f"AE_PSNR_{mod}": _psnr8(src, rec[i])
+            f"AE_PSNR_{mod}": _psnr_one(to_uint8(src), to_uint8(rec[i]))
             for i, (mod, src) in enumerate((("MRI", a), ("CT", b)))
         }
         rows.append({"pair": name, "W2_CT": w2, **err})
     return runs, pd.DataFrame(rows)
-
-
-def _psnr8(x: torch.Tensor, y: torch.Tensor) -> float:
-    """PSNR (dB) between two [0, 1] images after both are quantised to 8 bits."""
-    d = to_uint8(x).astype(np.float64) - to_uint8(y).astype(np.float64)
-    mse = float(np.mean(d * d))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def _metrics_fingerprint() -> str:
