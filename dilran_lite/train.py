@@ -120,6 +120,9 @@ class CheckpointError(ValueError):
 
 
 def _git_commit() -> str | None:
+    """The checkout's commit; ``$DILRAN_GIT_COMMIT`` for a copy of a checkout without ``.git``."""
+    if os.environ.get("DILRAN_GIT_COMMIT"):
+        return os.environ["DILRAN_GIT_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -358,12 +361,16 @@ def train(
     use_amp = cfg.amp and dev.type == "cuda"
     if cfg.channels_last and dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its kernels
     loss_fn = FusionLoss(
         cfg.lambda1, cfg.lambda2, cfg.gradient, vgg_weights=cfg.vgg_weights, vgg_layer=cfg.vgg_layer
     ).to(dev)
     train_x, source = _images(cfg, "train")
     val_x, _ = _images(cfg, "val")
     val_x = _centre(val_x[: cfg.val_limit], cfg.val_crop)
+    if cfg.crop is None and not cfg.augment:  # whole images, as the paper: keep them on the device
+        train_x = train_x.to(dev)
     steps = cfg.steps_per_epoch or math.ceil(len(train_x) / cfg.batch_size)
     base_meta = {
         "train_config": asdict(cfg),
