@@ -109,18 +109,20 @@ compare the fused image with both sources (fidelity), cheap to compute; no-refer
 WEIGHTS = {
     "paper": "dilran-paper",
     "paper_affine": "dilran-paper-affine",
+    "paper_mse": "dilran-paper-mse",
     "lite": "dilran-lite",
     "mse": "dilran-lite-mse",
+    "paper_paper_split": "dilran-paper-paper-split",
+    "paper_affine_paper_split": "dilran-paper-affine-paper-split",
+    "paper_mse_paper_split": "dilran-paper-mse-paper-split",
     "lite_paper_split": "dilran-lite-paper-split",
+    "mse_paper_split": "dilran-lite-mse-paper-split",
 }
-"""The shipped weights used here (see :mod:`dilran_lite.pretrained`)."""
+"""The shipped weights used here (see :mod:`dilran_lite.pretrained`); ``*_paper_split`` ones were
+trained on the ``paper`` split's training part, the others on the ``series`` split's."""
 
 _DEFAULT_TRAIN_SPLIT = {
-    "dilran-paper": "series",
-    "dilran-paper-affine": "series",
-    "dilran-lite": "series",
-    "dilran-lite-mse": "series",
-    "dilran-lite-paper-split": "paper",
+    w: "paper" if k.endswith("paper_split") else "series" for k, w in WEIGHTS.items()
 }
 
 NOTES_SOURCE = (
@@ -724,30 +726,21 @@ def _split_plan(split: str, quick: bool, records: dict) -> dict:
     def pick(*names: str) -> str | None:
         return next((n for n in names if n in have), None)
 
-    if split == "series":
-        plan = {
-            "table1": [
-                w
-                for w in ([] if quick else [WEIGHTS["paper"], WEIGHTS["paper_affine"]])
-                + [WEIGHTS["lite"]]
-                if w in have
-            ],
-            "paper_model": pick(WEIGHTS["lite"]) if quick else pick(WEIGHTS["paper"]),
-            "affine_model": None if quick else pick(WEIGHTS["paper_affine"]),
-            "ablation": (pick(WEIGHTS["mse"]), pick(WEIGHTS["lite"])),
-        }
-    else:
-        ps = pick(WEIGHTS["lite_paper_split"], WEIGHTS["lite"])
-        plan = {
-            "table1": [
-                w
-                for w in ([] if quick else [WEIGHTS["paper"], WEIGHTS["paper_affine"]]) + [ps]
-                if w in have
-            ],
-            "paper_model": pick(WEIGHTS["lite"]) if quick else pick(WEIGHTS["paper"]),
-            "affine_model": None if quick else pick(WEIGHTS["paper_affine"]),
-            "ablation": (pick(WEIGHTS["mse"]), pick(WEIGHTS["lite"])),
-        }
+    # each split is served by weights trained on its own training part (the series-trained
+    # weights saw 12 of the paper split's 20 test pairs); quick mode uses the lite preset only
+    sfx = "" if split == "series" else "_paper_split"
+    paper, affine = WEIGHTS["paper" + sfx], WEIGHTS["paper_affine" + sfx]
+    lite, lite_mse = WEIGHTS["lite" + sfx], WEIGHTS["mse" + sfx]
+    plan = {
+        "table1": [w for w in ([] if quick else [paper, affine]) + [lite] if w in have],
+        "paper_model": pick(lite) if quick else pick(paper),
+        "affine_model": None if quick else pick(affine),
+        "ablation": (
+            (pick(lite_mse), pick(lite))
+            if quick
+            else (pick(WEIGHTS["paper_mse" + sfx]), pick(paper))
+        ),
+    }
     return plan
 
 
@@ -820,9 +813,7 @@ def _run_experiments(
     sel_metrics = [m for m in SELECTION_METRICS if m in metrics] or metrics
     cache = MetricCache(cache_path)
 
-    wanted = [WEIGHTS["lite"], WEIGHTS["mse"], WEIGHTS["lite_paper_split"]]
-    if not quick:
-        wanted[:0] = [WEIGHTS["paper"], WEIGHTS["paper_affine"]]
+    wanted = [w for k, w in WEIGHTS.items() if not (quick and k.startswith("paper"))]
     if models is None:
         models, records, missing = _load_models(wanted, weight_files)
     else:

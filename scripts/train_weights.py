@@ -90,10 +90,17 @@ PAPER_RUNS: dict[str, dict] = {
     "dilran-paper": dict(preset="paper", split="series"),
     "dilran-paper-affine": dict(preset="paper", model={"recon_activation": False}, split="series"),
     "dilran-paper-mse": dict(preset="paper", split="series", lambda1=0.0),
-    "dilran-paper-paper-split": dict(preset="paper", split="paper"),
     "dilran-lite": dict(preset="lite", split="series"),
     "dilran-lite-mse": dict(preset="lite", split="series", lambda1=0.0),
+    # the same on the paper split's training part, for its test pairs (the series-trained
+    # weights saw 12 of them)
+    "dilran-paper-paper-split": dict(preset="paper", split="paper"),
+    "dilran-paper-affine-paper-split": dict(
+        preset="paper", model={"recon_activation": False}, split="paper"
+    ),
+    "dilran-paper-mse-paper-split": dict(preset="paper", split="paper", lambda1=0.0),
     "dilran-lite-paper-split": dict(preset="lite", split="paper"),
+    "dilran-lite-mse-paper-split": dict(preset="lite", split="paper", lambda1=0.0),
 }
 
 PAPER_NOTE = (
