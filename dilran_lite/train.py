@@ -158,12 +158,20 @@ def save_checkpoint(
     meta: dict[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     rng: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``model`` (and optionally the optimizer state) to ``path`` (.safetensors) atomically,
-    with ``meta`` in the file's header and in a ``.json`` sidecar beside it."""
+    with ``meta`` in the file's header and in a ``.json`` sidecar beside it.
+
+    ``dtype`` (e.g. ``torch.float16`` for shipped weights: half the size) stores the model's
+    floating-point tensors in that type; loading casts them back to the model's (float32).
+    """
     path = Path(path)
     meta = {"format": FORMAT, "model_config": model.config.to_dict(), **(meta or {})}
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        meta["stored_dtype"] = str(dtype).removeprefix("torch.")
     if optimizer is not None:
         state = optimizer.state_dict()
         for idx, st in state["state"].items():

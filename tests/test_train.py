@@ -136,6 +136,22 @@ def test_load_refuses_a_mismatched_model(tmp_path):
     assert model.config.width == 16 and meta["format"].startswith("dilran-lite")
 
 
+def test_float16_storage_loads_into_a_float32_model(tmp_path):
+    from safetensors import safe_open
+
+    model = build_model("lite")
+    path = save_checkpoint(tmp_path / "m.safetensors", model, dtype=torch.float16)
+    with safe_open(str(path), framework="pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float16}
+    loaded, meta = load_checkpoint(path)
+    assert meta["stored_dtype"] == "float16"
+    for a, b in zip(model.parameters(), loaded.parameters()):
+        assert b.dtype == torch.float32
+        # float16 keeps 11 significant bits: relative rounding <= 2^-11
+        assert torch.allclose(a, b, rtol=2**-11, atol=1e-7)
+        assert torch.equal(b, a.half().float())
+
+
 def test_load_never_unpickles(tmp_path):
     pickled = tmp_path / "model.pt"
     torch.save(build_model("lite").state_dict(), pickled)
