@@ -67,6 +67,10 @@ NUCLEAR_METHODS = ("gram64", "gram32", "svd", "polar")
 #: within 1.0e-4 relative on the norms, (6, 14) within 1.1e-5, (4, 10) within 2.3e-3.
 POLAR_ITERS = (6, 10)
 
+#: the most elements one intermediate tensor of :meth:`FastFuser.encode` may hold (2^31 - 1:
+#: CUDA's bilinear upsampling in channels_last refused 512 x 64 x 256 x 256 on an H100)
+MAX_TENSOR_ELEMENTS = 2**31 - 1
+
 #: Newton-Schulz quintic that pushes small singular values up ~3.4x per step (it does not
 #: converge to 1 itself: the cubic steps after it do)
 _QUINTIC = (3.4445, -4.7750, 2.0315)
@@ -322,9 +326,18 @@ class FastFuser:
         return x
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Prepared images (M, 1, H, W) -> features (M, C, H, W) (bfloat16 under amp)."""
+        """Prepared images (M, 1, H, W) -> features (M, C, H, W) (bfloat16 under amp).
+
+        Large batches are encoded in chunks so that no intermediate tensor (the widest holds
+        ``3 * width`` channels) exceeds :data:`MAX_TENSOR_ELEMENTS`: some CUDA kernels (e.g. the
+        soft masks' bilinear upsampling in channels_last) refuse larger outputs.
+        """
+        per_image = 3 * self.config.width * x.shape[-2] * x.shape[-1]
+        chunk = max(1, MAX_TENSOR_ELEMENTS // per_image)
         with torch.inference_mode(), self._autocast():
-            return self._encoder(x)
+            if len(x) <= chunk:
+                return self._encoder(x)
+            return torch.cat([self._encoder(part) for part in x.split(chunk)])
 
     def strategy(
         self, f1: torch.Tensor, f2: torch.Tensor, strategy: str = "sfnn-max"

@@ -175,6 +175,23 @@ def test_cuda_bf16_fast_path_close_to_plain(pair, nuclear) -> None:
     assert (w1.cpu() - r1).abs().max().item() <= 5e-3
 
 
+def test_large_batches_are_encoded_in_chunks(monkeypatch) -> None:
+    """A batch whose activations would pass MAX_TENSOR_ELEMENTS is encoded in chunks, with the
+    same features as one call."""
+    import dilran_lite.fast as fast
+
+    fuser = FastFuser(build_model("lite"), device="cpu")
+    x = fuser.prepare(torch.rand(5, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
+    whole = fuser.encode(x)
+    calls = []
+    encoder = fuser._encoder
+    fuser._encoder = lambda part: calls.append(len(part)) or encoder(part)
+    monkeypatch.setattr(fast, "MAX_TENSOR_ELEMENTS", 2 * 3 * fuser.config.width * 16 * 16)
+    chunked = fuser.encode(x)
+    assert calls == [2, 2, 1]
+    assert torch.allclose(chunked, whole, atol=1e-6)
+
+
 def test_nuclear_norm_errors() -> None:
     with pytest.raises(ValueError, match="nuclear-norm method"):
         fast_nuclear_norms(torch.rand(1, 2, 8, 8), "qr")
