@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .pretrained import DEFAULT_WEIGHTS
 
     p = argparse.ArgumentParser(prog="dilran-lite", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("info", help="parameters and multiply-accumulates of each preset")
@@ -182,8 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a ``UserError`` becomes one line on stderr and exit status 2."""
+    from .errors import UserError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"dilran-lite: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

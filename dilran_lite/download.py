@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 
 from .data import DATASET_DIRS, PAIRS, dataset_dir, resolve_data_root
+from .errors import UserError
 
 __all__ = ["DownloadError", "load_manifest", "download_atlas", "verify_atlas"]
 
@@ -34,7 +35,7 @@ CHUNK = 1 << 16
 LOCAL_TEMPLATE = "{dataset}/{modality}/{name}"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A file could not be fetched or did not match its checksum."""
 
 

@@ -28,6 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import __version__
+from .errors import UserError
 from .losses import FusionLoss
 from .model import DILRAN, PRESETS, ModelConfig
 from .utils import default_device, seed_everything
@@ -115,7 +116,7 @@ def quick_config(**overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used: unreadable, of another format, or of another model."""
 
 
