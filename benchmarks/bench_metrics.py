@@ -2,7 +2,7 @@
 
 Run ``python -m benchmarks.bench_metrics``. Reads the atlas from ``$DILRAN_DATA/harvard-mri-ct``
 or ``../shared/data/harvard-mri-ct`` beside the checkout, prints per-metric and total times and
-writes them, with machine information, to ``benchmarks/results/metrics.json``.
+writes them, with machine information, to ``dilran_lite/results/benchmarks/metrics.json``.
 The target (issue #3): all metrics for the 41 pairs in under a minute on two CPU cores.
 """
 
@@ -22,7 +22,7 @@ from dilran_lite.evaluate import evaluate
 from dilran_lite.metrics import METRICS
 
 REPO = Path(__file__).resolve().parents[1]
-OUT = REPO / "benchmarks" / "results" / "metrics.json"
+OUT = REPO / "dilran_lite" / "results" / "benchmarks" / "metrics.json"  # ships
 
 
 def _atlas() -> Path:

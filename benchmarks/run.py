@@ -56,7 +56,7 @@ from dilran_lite.model import DILRAN, build_model, count_macs
 from dilran_lite.train import train_step
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "speed.json"
+DEFAULT_OUT = REPO / "dilran_lite" / "results" / "benchmarks" / "speed.json"  # ships
 SHARED_DATA = REPO.parent / "shared" / "data"
 SERIES_TRAIN_IMAGES = 250  # series split, train part: 125 pairs = 250 single images of 256x256
 

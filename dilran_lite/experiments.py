@@ -10,8 +10,9 @@ random test pairs) it writes to ``--out``:
   the shipped weights, the paper's Table 1;
 * ``table2_<split>.csv``: methods: pixel average, pixel maximum, Laplacian pyramid, DILRAN as in
   the paper (paper preset + SFNN-max), this project's best variant (chosen on the *validation*
-  part of the split, see :func:`select_best_variant`), and, labelled ``quoted``, the published
-  numbers of NOTES.md (the released weights under the field's metric definitions);
+  part of the split, see :func:`select_best_variant`), and, labelled ``quoted``, the authors'
+  released weights measured under the field's metric definitions (the book's appendix "The
+  released DILRAN code, measured");
 * ``table3_<split>.csv``: the loss ablation, MSE only vs MSE + gradient (the perceptual term
   needs ImageNet VGG16 weights, which were not available offline: no model uses it);
 * ``gap_<split>.csv``: the paper model's SFNN-max image against the same weights applied to the
@@ -48,6 +49,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Callable
 
@@ -57,6 +59,7 @@ import torch
 
 from . import __version__
 from .baselines import BASELINES
+from .errors import UserError
 from .fusion import PHI, fuse_features, nuclear_norms
 from .metrics import METRICS, _psnr_one, compute_metrics, to_uint8
 
@@ -66,7 +69,8 @@ __all__ = [
     "QUICK_METRICS",
     "SELECTION_METRICS",
     "WEIGHTS",
-    "NOTES_PUBLISHED",
+    "RELEASED_MEASURED",
+    "shipped_results",
     "PAPER_TABLES",
     "MetricCache",
     "Run",
@@ -125,11 +129,11 @@ _DEFAULT_TRAIN_SPLIT = {
     w: "paper" if k.endswith("paper_split") else "series" for k, w in WEIGHTS.items()
 }
 
-NOTES_SOURCE = (
-    "quoted: NOTES.md, released weights of Zhou et al. (model_v5.py + last.pt) scored with the "
-    "field's definitions (8-bit, 256 bins, bits, MI = MI(F,CT) + MI(F,MRI))"
+RELEASED_SOURCE = (
+    "quoted: released code, measured (appendix), weights of Zhou et al. (model_v5.py + last.pt) "
+    "scored with the field's definitions (8-bit, 256 bins, bits, MI = MI(F,CT) + MI(F,MRI))"
 )
-NOTES_PUBLISHED = [
+RELEASED_MEASURED = [
     dict(
         split="series",
         method="published DILRAN, SFNN max",
@@ -147,16 +151,17 @@ NOTES_PUBLISHED = [
         MI=3.83,
     ),
     dict(
-        split="series", method="pixel average (NOTES.md)", n_pairs=41, PSNR=15.19, EN=3.96, MI=3.45
+        split="series", method="pixel average (quoted)", n_pairs=41, PSNR=15.19, EN=3.96, MI=3.45
     ),
     dict(
         split="paper", method="published DILRAN, SFNN max", n_pairs=20, PSNR=16.16, EN=4.00, MI=3.64
     ),
     dict(
-        split="paper", method="pixel average (NOTES.md)", n_pairs=20, PSNR=15.70, EN=3.75, MI=3.46
+        split="paper", method="pixel average (quoted)", n_pairs=20, PSNR=15.70, EN=3.75, MI=3.46
     ),
 ]
-"""The numbers to beat: NOTES.md's table, computed there from the authors' released weights."""
+"""The numbers to beat: the authors' released weights (``model_v5.py`` + ``pretrained/last.pt``)
+run on our splits and scored under the field's definitions (the appendix of the book)."""
 
 _PAPER_COLS = ["PSNR", "SSIM", "MI", "FMI-pixel", "FSIM", "Entropy"]
 PAPER_TABLES = {
@@ -183,7 +188,8 @@ PAPER_TABLES = {
 }
 """The paper's own Tables 1-3 (paper split, its own metric code): NOT comparable with ours.
 Its EN exceeds 8 bits (entropy of distinct float values), its MI comes from a buggy joint
-entropy, its "FMI-pixel" used edge features, and BatchNorm stayed in training mode (NOTES.md)."""
+entropy, its "FMI-pixel" used edge features, and BatchNorm stayed in training mode (measured on
+the released code)."""
 
 PERCEPTUAL_NOTE = (
     "perceptual loss (Eq. 8) not used by any model: ImageNet VGG16 weights were not available "
@@ -191,6 +197,23 @@ PERCEPTUAL_NOTE = (
 )
 
 Pairs = list[tuple[torch.Tensor, torch.Tensor, str]]
+
+
+def shipped_results(name: str = "") -> Path:
+    """The path of a result file shipped inside the package (``""``: the folder itself).
+
+    ``name`` is relative to ``dilran_lite/results``: ``"table1_series.csv"``, ``"summary.json"``,
+    ``"fusion_grid_series.png"``, ``"benchmarks/speed.json"``... They were written by
+    ``python -m dilran_lite.experiments --out dilran_lite/results`` (full run, atlas, shipped
+    weights) and ``python -m benchmarks.run``; an installed wheel has them, no checkout needed.
+    """
+    path = Path(str(resources.files("dilran_lite").joinpath("results", *Path(name).parts)))
+    if not path.exists():
+        raise UserError(
+            f"{name!r} is not among the shipped results ({path.parent}): "
+            f"choose one of {sorted(p.name for p in path.parent.glob('*'))}"
+        )
+    return path
 
 
 def _log(msg: str) -> None:
@@ -378,7 +401,7 @@ def reconstruction_gap(
     For each pair the strategy's weights (W1, W2) are applied three ways: to the feature maps
     and decoded (the network's image, as :func:`fuse_with_model`), to the two *autoencoded*
     sources, W1 D(E(a)) + W2 D(E(b)), and to the sources themselves, W1 a + W2 b. With an affine
-    decoder the first two are equal (NOTES.md: the released model's); the gap between the last
+    decoder the first two are equal (the released model's is affine); the gap between the last
     two is what the autoencoder's reconstruction error costs. Returns the three runs (keys
     ``network``, ``autoencoded``, ``pixels``) and a table of the autoencoder's PSNR on each
     source (dB, 8-bit images).
@@ -619,15 +642,13 @@ def fusion_grid(
 ) -> Path:
     """Save a grid: for each pair, a row of full images (MRI, CT, each method's fusion) with
     the zoom window marked, then a row of the zoomed crops. ``columns``: label -> pair -> 8-bit."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.patches as patches
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     labels = ["MRI", "CT", *columns]
     ncol, nrow = len(labels), 2 * len(pairs)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(1.45 * ncol, 1.5 * nrow), squeeze=False)
+    fig = Figure(figsize=(1.45 * ncol, 1.5 * nrow))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
     for p, (a, b, name) in enumerate(pairs):
         a8, b8 = to_uint8(a), to_uint8(b)
         size = max(16, min(a8.shape) // 4)
@@ -661,7 +682,6 @@ def fusion_grid(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=72)
-    plt.close(fig)
     _shrink_png(path)
     return path
 
@@ -851,7 +871,7 @@ def _run_experiments(
         "weights": records,
         "missing_weights": missing,
         "perceptual": PERCEPTUAL_NOTE,
-        "published_reference": {"source": NOTES_SOURCE, "rows": NOTES_PUBLISHED},
+        "published_reference": {"source": RELEASED_SOURCE, "rows": RELEASED_MEASURED},
         "paper_tables_note": (
             "reference_paper_tables.csv: the paper's own values (its metric code, paper split, "
             "BatchNorm in train mode); not comparable with these tables: EN over 8 bits is "
@@ -1026,13 +1046,13 @@ def _run_experiments(
                 for lab, r, _ in t2_runs
                 if unseen
             ]
-        for ref in NOTES_PUBLISHED:
+        for ref in RELEASED_MEASURED:
             if ref["split"] == split:
                 t2.append(
                     {
                         "table": "Table 2",
                         "split": split,
-                        "source": NOTES_SOURCE,
+                        "source": RELEASED_SOURCE,
                         "method": ref["method"],
                         "weights": "released (authors)",
                         "pairs": "all",
