@@ -150,15 +150,11 @@ RELEASED_MEASURED = [
         EN=4.17,
         MI=3.83,
     ),
-    dict(
-        split="series", method="pixel average (quoted)", n_pairs=41, PSNR=15.19, EN=3.96, MI=3.45
-    ),
+    dict(split="series", method="pixel average (quoted)", n_pairs=41, PSNR=15.19, EN=3.96, MI=3.45),
     dict(
         split="paper", method="published DILRAN, SFNN max", n_pairs=20, PSNR=16.16, EN=4.00, MI=3.64
     ),
-    dict(
-        split="paper", method="pixel average (quoted)", n_pairs=20, PSNR=15.70, EN=3.75, MI=3.46
-    ),
+    dict(split="paper", method="pixel average (quoted)", n_pairs=20, PSNR=15.70, EN=3.75, MI=3.46),
 ]
 """The numbers to beat: the authors' released weights (``model_v5.py`` + ``pretrained/last.pt``)
 run on our splits and scored under the field's definitions (the appendix of the book)."""

@@ -31,7 +31,7 @@ from . import __version__
 from .errors import UserError
 from .losses import FusionLoss
 from .model import DILRAN, PRESETS, ModelConfig
-from .utils import default_device, seed_everything
+from .utils import amp_dtype, autocast, default_device, seed_everything
 
 __all__ = [
     "TrainConfig",
@@ -367,7 +367,8 @@ def train(
             group["lr"] = cfg.lr
     elif init is not None:
         init_weights(model, init)
-    use_amp = cfg.amp and dev.type == "cuda"
+    use_amp = amp_dtype(dev) if cfg.amp else None  # bfloat16 where native, else float16
+    scaler = torch.amp.GradScaler("cuda") if use_amp == torch.float16 else None  # loss scaling
     if cfg.channels_last and dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if dev.type == "cuda":
@@ -408,7 +409,7 @@ def train(
         for step in bar:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x = _random_views(train_x[idx], cfg.crop, cfg.augment, g).to(dev)
-            loss = train_step(model, opt, loss_fn, x, use_amp)
+            loss = train_step(model, opt, loss_fn, x, use_amp, scaler)
             total += loss.item() * len(x)
             seen += len(x)
             bar.set_postfix(loss=f"{total / seen:.4f}")
@@ -457,18 +458,29 @@ def init_weights(model: DILRAN, source: str | Path) -> DILRAN:
 
 
 def train_step(
-    model: DILRAN, opt: torch.optim.Optimizer, loss_fn, x: torch.Tensor, amp: bool = False
+    model: DILRAN,
+    opt: torch.optim.Optimizer,
+    loss_fn,
+    x: torch.Tensor,
+    amp: bool | torch.dtype | None = False,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> torch.Tensor:
     """One optimiser step of the autoencoder on the batch ``x`` (N, 1, H, W); returns the loss.
 
-    ``amp`` runs the forward pass under bfloat16 autocast; the loss is computed in float32.
+    ``amp`` runs the forward pass under autocast (``True``: :func:`dilran_lite.utils.amp_dtype`'s
+    dtype, or a dtype); the loss is computed in float32. ``scaler`` scales the loss (float16).
     """
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+    with autocast(x.device, amp):
         y = model(x)
     loss = loss_fn(y.float(), x)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
     return loss.detach()
 
 
@@ -479,7 +491,7 @@ def evaluate_loss(
     loss_fn: FusionLoss,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
-    amp: bool = False,
+    amp: bool | torch.dtype | None = False,
 ) -> float:
     """Mean loss of the autoencoder over ``images`` (N, 1, H, W), in eval mode."""
     model.eval()
@@ -487,7 +499,7 @@ def evaluate_loss(
     total = 0.0
     for i in range(0, len(images), batch_size):
         x = images[i : i + batch_size].to(dev)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(dev, amp):
             y = model(x)
         total += loss_fn(y.float(), x).item() * len(x)
     return total / len(images)

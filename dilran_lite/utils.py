@@ -8,7 +8,14 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["quick_mode", "default_device", "seed_everything", "as_image_batch"]
+__all__ = [
+    "quick_mode",
+    "default_device",
+    "amp_dtype",
+    "autocast",
+    "seed_everything",
+    "as_image_batch",
+]
 
 
 def quick_mode() -> bool:
@@ -23,6 +30,25 @@ def quick_mode() -> bool:
 def default_device() -> torch.device:
     """``cuda`` when a GPU is visible, else ``cpu``."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def amp_dtype(device: str | torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype for ``device``: ``bfloat16`` where the GPU computes it natively
+    (compute capability 8 or more: A100, L4, H100...), ``float16`` on older GPUs (T4, V100: use it
+    with a ``torch.amp.GradScaler`` for loss scaling), ``None`` on a CPU (no autocast)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    native = torch.cuda.get_device_capability(dev)[0] >= 8 and torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if native else torch.float16
+
+
+def autocast(device: str | torch.device, amp: bool | torch.dtype | None = True) -> torch.autocast:
+    """``torch.autocast`` on ``device``: ``amp=True`` uses :func:`amp_dtype`'s choice, a dtype
+    that dtype, ``False`` or ``None`` no autocast (full float32)."""
+    dev = torch.device(device)
+    dtype = amp_dtype(dev) if amp is True else (amp or None)
+    return torch.autocast(dev.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
 
 
 def seed_everything(seed: int) -> None:
