@@ -12,7 +12,8 @@ What it writes:
   fetches the atlas (or says the phantom is used) and prints how the page was executed.
   The setup cell keeps its outputs when its source does not change.
 - in README.md, book/running.md and notebooks/_chapter_template.md: every `git clone URL`,
-  `git+URL@BRANCH` and Colab link, rewritten to the configured URL and branch.
+  `git+URL@BRANCH` and Colab link, rewritten to the configured URL and branch, and every copy of
+  the setup cell (a ```python block starting `# Setup. On Colab:`), regenerated.
 """
 
 from __future__ import annotations
@@ -148,12 +149,21 @@ TEXT_RULES = [
 ]
 
 
-def sync_text(path: Path, url: str, branch: str) -> bool:
-    """Rewrite the repository URLs of one text file; True when it changed."""
-    text = path.read_text(encoding="utf-8")
-    new = text
+SETUP_BLOCK = re.compile(r"```python\n# Setup\. On Colab:.*?\n```", re.DOTALL)
+
+
+def synced_text(text: str, url: str, branch: str) -> str:
+    """``text`` with its repository URLs and its copies of the setup cell regenerated."""
     for pattern, build in TEXT_RULES:
-        new = pattern.sub(build(url, branch), new)
+        text = pattern.sub(build(url, branch), text)
+    block = "```python\n" + setup_source(url, branch, ("mri-ct",)) + "\n```"
+    return SETUP_BLOCK.sub(lambda m: block, text)
+
+
+def sync_text(path: Path, url: str, branch: str) -> bool:
+    """Rewrite the repository URLs and setup-cell copies of one text file; True when it changed."""
+    text = path.read_text(encoding="utf-8")
+    new = synced_text(text, url, branch)
     if new == text:
         return False
     tmp = path.with_suffix(path.suffix + ".part")
@@ -176,10 +186,7 @@ def disagreements(url: str, branch: str) -> list[str]:
         if not path.is_file():
             continue
         text = path.read_text(encoding="utf-8")
-        new = text
-        for pattern, build in TEXT_RULES:
-            new = pattern.sub(build(url, branch), new)
-        if new != text:
+        if synced_text(text, url, branch) != text:
             out.append(rel)
     return out
 
