@@ -18,6 +18,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ CHAPTERS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
 TIMES = REPO / "_build" / "standalone-times.json"
 DATASETS = ("harvard-mri-ct", "harvard-mri-pet", "harvard-mri-spect")
 TIMEOUT_S = 1200  # one chapter, quick mode
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 RUNNER = """
 import sys, nbformat
@@ -145,9 +147,8 @@ def test_chapter_runs_standalone(chapter: Path, fresh_python: Path, mirror: str,
     )  # fmt: skip
     took = time.perf_counter() - start
     _record(chapter.stem, took)
-    assert proc.returncode == 0, f"{chapter.name} failed standalone ({took:.0f} s):\n" + (
-        proc.stdout + proc.stderr
-    )[-4000:]
+    log = ANSI.sub("", proc.stdout + proc.stderr)
+    assert proc.returncode == 0, f"{chapter.name} failed standalone ({took:.0f} s):\n{log[-4000:]}"
     nb = nbformat.read(out, as_version=4)
     setup = next(c for c in nb.cells if "dilran_setup" in c.metadata)
     text = "".join(o.get("text", "") for o in setup.outputs if o.get("output_type") == "stream")
