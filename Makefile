@@ -31,8 +31,9 @@ ifneq ($(wildcard $(SHARED_DATA)/harvard-mri-ct),)
 export DILRAN_DATA := $(SHARED_DATA)
 endif
 endif
-# Notebooks under test run in quick mode.
-NBVAL := DILRAN_QUICK=1 $(PY) -m pytest
+# Notebooks under test run in quick mode and never download (the standalone test serves its own
+# mirror on 127.0.0.1).
+NBVAL := DILRAN_QUICK=1 DILRAN_FETCH=0 $(PY) -m pytest
 
 .PHONY: install test unit notebooks solutions browser book execute sync vendor lint bench results clean home
 
