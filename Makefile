@@ -1,23 +1,41 @@
-# dilran-lite: two entry points on a fresh machine.
-#   make book  -> install into .venv, execute the notebooks, build the book (_build/html)
-#   make test  -> install into .venv, run ruff, the unit tests, the notebooks (nbval) and the browser test
+# dilran-lite: entry points on a fresh machine.
+#   make book     -> install into .venv, build the book (_build/html) from the outputs saved in the
+#                    notebooks; runs no notebook and changes no tracked file (about a minute)
+#   make execute  -> re-execute the notebooks in place, full mode on the atlas (the published
+#                    pages); refuses without the atlas unless ALLOW_PHANTOM=1; QUICK=1 for quick mode
+#   make test     -> install into .venv, run ruff, the unit tests (with the standalone-chapter
+#                    test), the notebooks (nbval, quick mode; chapters 2-8 also with their
+#                    solutions) and the browser test
+#   make test NO_ATLAS=1 -> the same as a clean clone sees it: DILRAN_DATA unset, ../shared not
+#                    used, an empty HOME and cache, no download (CI runs both: .ci/run)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# The notebooks run in quick mode unless told otherwise (DILRAN_QUICK=0 make book).
-DILRAN_QUICK ?= 1
-export DILRAN_QUICK
-# Tests (and, for the developers, the book's outputs) read the atlas from ../shared/data when that
-# folder is beside the checkout; elsewhere set DILRAN_DATA or run `dilran-lite download`.
+NO_ATLAS ?= 0
+QUICK ?= 0
+ALLOW_PHANTOM ?= 0
+# Tests read the atlas from ../shared/data when that folder is beside the checkout; elsewhere set
+# DILRAN_DATA or run `dilran-lite download`.
 SHARED_DATA := $(abspath ../shared/data)
-ifeq ($(origin DILRAN_DATA), undefined)
+ifeq ($(NO_ATLAS),1)
+unexport DILRAN_DATA
+NO_ATLAS_HOME := $(abspath _build/no-atlas-home)
+export HOME := $(NO_ATLAS_HOME)
+export XDG_CACHE_HOME := $(NO_ATLAS_HOME)/.cache
+export TORCH_HOME := $(NO_ATLAS_HOME)/.cache/torch
+export DILRAN_NO_SHARED := 1
+export DILRAN_FETCH := 0
+else ifeq ($(origin DILRAN_DATA), undefined)
 ifneq ($(wildcard $(SHARED_DATA)/harvard-mri-ct),)
 export DILRAN_DATA := $(SHARED_DATA)
 endif
 endif
+# Notebooks under test run in quick mode and never download (the standalone test serves its own
+# mirror on 127.0.0.1).
+NBVAL := DILRAN_QUICK=1 DILRAN_FETCH=0 $(PY) -m pytest
 
-.PHONY: install test unit notebooks browser book vendor lint bench results clean
+.PHONY: install test unit notebooks solutions browser book execute sync vendor lint bench results clean home
 
 install: $(VENV)/.installed
 
@@ -32,11 +50,24 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 lint: install
 	$(PY) -m ruff check .
 
-unit: install
-	$(PY) -m pytest tests -m "not browser"
+unit: install home
+	DILRAN_QUICK=1 $(PY) -m pytest tests -m "not browser"
 
-notebooks: install
-	$(PY) -m pytest notebooks
+notebooks: install home
+	$(NBVAL) notebooks
+
+# The exercises of chapters 2-8 with their solutions filled in (run in the atlas configuration
+# only: the solutions read the same data as their chapters).
+solutions: install home
+	DILRAN_SOLUTIONS=1 $(NBVAL) $(sort $(wildcard notebooks/0[2-8]_*.ipynb))
+
+home:
+ifeq ($(NO_ATLAS),1)
+	rm -rf $(NO_ATLAS_HOME) && mkdir -p $(NO_ATLAS_HOME)
+endif
+
+sync: install
+	$(PY) scripts/sync_notebooks.py
 
 vendor: install
 	bash scripts/vendor_assets.sh
@@ -47,13 +78,20 @@ browser: install vendor
 
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests -m "not browser"
-	$(PY) -m pytest notebooks
+	$(PY) scripts/sync_notebooks.py --check
+	$(MAKE) unit
+	$(MAKE) notebooks
+ifneq ($(NO_ATLAS),1)
+	$(MAKE) solutions
+endif
 	$(MAKE) browser
 
 book: install vendor
-	$(PY) scripts/execute_notebooks.py notebooks
 	$(VENV)/bin/jupyter-book build . --all -W -n --keep-going
+
+execute: install
+	DILRAN_QUICK=$(QUICK) $(PY) scripts/execute_notebooks.py notebooks \
+		$(if $(filter 1,$(ALLOW_PHANTOM)),--allow-phantom)
 
 bench: install
 	$(PY) -m benchmarks.run

@@ -8,19 +8,27 @@ Usage:
 A name may be a folder, a notebook path, or the start of a notebook's name in notebooks/.
 Files whose name starts with "_" (drafts, templates) are left out.
 
-- Quick mode: DILRAN_QUICK=1 unless DILRAN_QUICK=0 (or another value) is set in the environment.
+- Mode: full (DILRAN_QUICK=0), the published pages, unless --quick or DILRAN_QUICK=1 is given.
+- Data: refuses to run a notebook whose atlas is absent (the pages would show the phantom) unless
+  --allow-phantom is given.
+- Metadata: each saved notebook records how it ran in ``metadata.dilran`` (mode, data, pairs,
+  weights, package version, UTC date, device: dilran_lite.notebook.run_info); its setup cell
+  prints the same as one line, which the book shows.
 - Matplotlib: the kernel gets the inline backend, whatever MPLBACKEND says (Agg would hide figures).
-- Widgets: their state is stored in the notebook metadata, so that the book shows them (static).
+- Widgets: their state is stored in the notebook metadata, so that the book shows them (static);
+  the random model ids are renumbered in order (00000000000000000000000000000001, ...) so that a
+  re-run does not change the file where nothing else changed.
 - Errors: a failing cell prints the notebook, the cell number (1-based, markdown cells counted)
   and the error; that notebook is not saved, the others still run, and the script exits 1.
 - Options: --timeout SECONDS per cell (default 900), --kernel NAME (default python3),
-  --fail-fast (stop at the first failing notebook).
+  --fail-fast (stop at the first failing notebook), --quick, --allow-phantom.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,6 +39,27 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
+SETUP_KEY = "dilran_setup"  # cell metadata of the setup cell (scripts/sync_notebooks.py)
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def chapter_pairs(nb: nbformat.NotebookNode) -> list[str]:
+    """The atlases the notebook's setup cell asks for (MRI-CT when it names none)."""
+    for cell in nb.cells:
+        if SETUP_KEY in cell.get("metadata", {}):
+            return list(cell.metadata[SETUP_KEY].get("pairs", ["mri-ct"]))
+    return ["mri-ct"]
+
+
+def renumber_widgets(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The same notebook with its widget model ids replaced by 1, 2, ... (32 hex digits)."""
+    state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    if not state:
+        return nb
+    mapping = {old: f"{i:032x}" for i, old in enumerate(state, start=1)}
+    pattern = re.compile("|".join(re.escape(k) for k in sorted(mapping, key=len, reverse=True)))
+    text = pattern.sub(lambda m: mapping[m.group(0)], nbformat.writes(nb))
+    return nbformat.reads(text, as_version=4)
 
 
 def find_notebooks(names: list[str]) -> list[Path]:
@@ -109,8 +138,14 @@ def execute(path: Path, timeout: int, kernel: str) -> bool:
         print(f"FAILED {rel}: {type(err).__name__}: {err}", file=sys.stderr)
         return False
     elapsed = time.perf_counter() - start
+    from dilran_lite.notebook import run_info
+
+    nb.metadata["dilran"] = run_info(chapter_pairs(nb))
+    nb = renumber_widgets(nb)
     nbformat.validate(nb)
-    nbformat.write(nb, path)
+    tmp = path.with_name(f".{path.name}.part")
+    nbformat.write(nb, tmp)
+    os.replace(tmp, path)
     print(f"ok     {rel}  {elapsed:6.1f} s", flush=True)
     return True
 
@@ -123,9 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fail-fast", action="store_true", help="stop at the first failing notebook"
     )
+    parser.add_argument("--quick", action="store_true", help="quick mode (DILRAN_QUICK=1)")
+    parser.add_argument(
+        "--allow-phantom", action="store_true", help="run even where the atlas is absent"
+    )
     args = parser.parse_args(argv)
 
-    os.environ.setdefault("DILRAN_QUICK", "1")
+    if args.quick:
+        os.environ["DILRAN_QUICK"] = "1"
+    os.environ.setdefault("DILRAN_QUICK", "0")
     # The Makefile exports MPLBACKEND=Agg for scripts; in a kernel that would hide every figure.
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
@@ -134,6 +175,21 @@ def main(argv: list[str] | None = None) -> int:
     if not notebooks:
         print("execute_notebooks: no notebook to run", file=sys.stderr)
         return 1
+    if not args.allow_phantom:
+        from dilran_lite.notebook import atlas_present
+
+        missing = sorted(
+            {p for nb in notebooks for p in chapter_pairs(nbformat.read(nb, 4))}
+            - {p for p in ("mri-ct", "mri-pet", "mri-spect") if atlas_present(p)}
+        )
+        if missing:
+            print(
+                f"execute_notebooks: the {', '.join(missing)} atlas is not here (set DILRAN_DATA "
+                "or run `dilran-lite download --pairs ...`): the pages would show the phantom. "
+                "Pass --allow-phantom (make execute ALLOW_PHANTOM=1) to run anyway.",
+                file=sys.stderr,
+            )
+            return 2
     quick = os.environ["DILRAN_QUICK"]
     print(f"execute_notebooks: {len(notebooks)} notebook(s), DILRAN_QUICK={quick}")
     failed: list[Path] = []

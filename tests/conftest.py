@@ -10,6 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# `make test NO_ATLAS=1` (DILRAN_NO_SHARED=1): test as a clean clone, as if ../shared were absent.
+if os.environ.get("DILRAN_NO_SHARED", "").strip() not in {"", "0"}:
+    SHARED_DATA = REPO / "_build" / "DILRAN_NO_SHARED"
 
 if SHARED_DATA.is_dir():
     os.environ.setdefault("DILRAN_DATA", str(SHARED_DATA))

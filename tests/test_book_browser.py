@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -236,3 +237,69 @@ def test_page_renders_offline(source: str, full: bool, server: str, browser) -> 
     assert not failed, "requests failed:\n" + "\n".join(failed)
     unexpected = [e for e in errors if not any(k in e for k in KNOWN_PAGE_ERRORS)]
     assert not unexpected, "JavaScript errors on the page:\n" + "\n".join(unexpected)
+
+
+# What a reader must never see: the project's own process, and paths of the machine that built it.
+FORBIDDEN = [
+    (r"NOTES\.md", "a citation of NOTES.md"),
+    (r"(?i)project notes", "'project notes'"),
+    (r"TEMPORARY", "'TEMPORARY'"),
+    (r"(?i)\bthe issue'?s?\b|issue tracker", "the issue tracker"),
+    (r"(?<![\w.:/])/(work|tmp|root|home)/", "a path of the build machine"),
+]
+EXECUTED = re.compile(r"Executed in (quick|full) mode on .+ weights, dilran-lite \S+")
+
+
+def _toc_sources() -> list[str]:
+    """Every page of _toc.yml, as a path relative to the repository (with its suffix)."""
+    import yaml
+
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
+    files: list[str] = []
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if "file" in node or "root" in node:
+                files.append(str(node.get("file") or node.get("root")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(toc)
+    out = []
+    for name in files:
+        stem = name.removesuffix(".md").removesuffix(".ipynb")
+        for suffix in (".ipynb", ".md"):
+            if (REPO / f"{stem}{suffix}").is_file():
+                out.append(f"{stem}{suffix}")
+                break
+    return out
+
+
+@pytest.mark.parametrize("source", _toc_sources())
+def test_page_speaks_to_readers(source: str, server: str, browser) -> None:
+    """Chapter pages say how they were executed; no page cites the project's own process or a
+    path of the build machine."""
+    rel = Path(source).with_suffix(".html").as_posix()
+    context = browser.new_context(service_workers="block")
+    context.route(
+        "**/*",
+        lambda r: (
+            r.abort()
+            if urlsplit(r.request.url).hostname not in {None, "", "127.0.0.1"}
+            else r.continue_()
+        ),
+    )
+    page = context.new_page()
+    try:
+        page.goto(f"{server}/{rel}", wait_until="load", timeout=TIMEOUT_MS)
+        text = page.locator("main").inner_text(timeout=TIMEOUT_MS)
+    finally:
+        context.close()
+    found = [f"{what}: ...{text[max(m.start() - 60, 0):m.end() + 60]!r}..."
+             for pattern, what in FORBIDDEN for m in [re.search(pattern, text)] if m]  # fmt: skip
+    assert not found, f"{rel} shows:\n" + "\n".join(found)
+    if source.startswith("notebooks/"):
+        assert EXECUTED.search(text), f"{rel} does not say how it was executed (run `make execute`)"

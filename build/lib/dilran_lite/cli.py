@@ -1,0 +1,200 @@
+"""The ``dilran-lite`` command: info, fuse, train, evaluate, download."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from . import __version__
+    from .model import PRESETS, build_model, count_macs, count_parameters
+    from .pretrained import available
+
+    s = args.size
+    print(f"dilran-lite {__version__}")
+    print(f"{'preset':8} {'parameters':>11} {'GMAC/image':>11} {'GMAC/fused pair':>16}  ({s}x{s})")
+    for name in PRESETS:
+        m = build_model(name)
+        img, pair = count_macs(m, s) / 1e9, count_macs(m, s, pair=True) / 1e9
+        print(f"{name:8} {count_parameters(m):>11,} {img:>11.2f} {pair:>16.2f}")
+    print("GMAC: 10^9 multiply-accumulates of the convolutions; an image = encode + decode,")
+    print("a fused pair = two encodes + one decode.")
+    print(f"shipped weights: {', '.join(available()) or 'none'}")
+    return 0
+
+
+def _load(args: argparse.Namespace):
+    import torch
+
+    from .pretrained import load_weights
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return load_weights(args.weights, device=device)
+
+
+def _cmd_fuse(args: argparse.Namespace) -> int:
+    from .data import PAIRS, PairedDataset, load_image
+    from .inference import fuse_dataset, fuse_pair, save_image
+
+    model = _load(args)
+    if args.data:
+        if args.images:
+            raise SystemExit("give either two images or --data, not both")
+        pairs = args.pairs or next(
+            (p for p, (_, m) in PAIRS.items() if (Path(args.data) / m).is_dir()), "mri-ct"
+        )
+        ds = PairedDataset(args.data, pairs=pairs, split=args.split)
+        written = fuse_dataset(model, ds, args.output, args.strategy, progress=not args.quiet)
+        print(f"wrote {len(written)} fused images to {args.output}")
+        return 0
+    if len(args.images) != 2:
+        raise SystemExit("fuse needs two images (MRI and CT/PET/SPECT) or --data DIR")
+    a = load_image(args.images[0], "L")
+    b = load_image(args.images[1], "RGB")
+    if (b[0] == b[1]).all() and (b[1] == b[2]).all():  # a grey image saved as RGB
+        b = b[:1]
+    if a.shape[-2:] != b.shape[-2:]:
+        raise SystemExit(
+            f"the images differ in size: {args.images[0]} is {tuple(a.shape[-2:])}, "
+            f"{args.images[1]} is {tuple(b.shape[-2:])} (they must be co-registered)"
+        )
+    print(f"wrote {save_image(fuse_pair(model, a, b, args.strategy), args.output)}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, quick_config, train
+
+    fields = {
+        k: v
+        for k, v in dict(
+            preset=args.preset,
+            split=args.split,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            crop=args.crop,
+            lambda1=args.lambda1,
+            lambda2=args.lambda2,
+            vgg_weights=args.vgg_weights,
+            seed=args.seed,
+            data=args.data,
+            data_root=args.data_root,
+        ).items()
+        if v is not None
+    }
+    cfg = quick_config(**fields) if args.quick else TrainConfig(**fields)
+    _, meta = train(cfg, args.out, resume=args.resume, device=args.device)
+    h = meta["history"]
+    if h["val_loss"]:
+        print(f"done: {meta['epoch']} epochs, last val loss {h['val_loss'][-1]:.5f}; {args.out}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import run_from_args
+
+    method = None
+    if args.weights:
+        from .inference import fuse_pair
+
+        model = _load(args)
+        method = lambda a, b: fuse_pair(model, a, b, args.strategy)  # noqa: E731
+    return run_from_args(args, method)
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .data import PAIRS
+    from .download import DownloadError, download_atlas
+
+    for pairs in PAIRS if args.pairs == "all" else [args.pairs]:
+        try:
+            folder = download_atlas(args.dest, pairs=pairs, base_url=args.base_url)
+        except DownloadError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"{pairs}: {folder}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import build_parser as evaluate_parser
+    from .fusion import STRATEGIES
+    from .pretrained import DEFAULT_WEIGHTS
+
+    p = argparse.ArgumentParser(prog="dilran-lite", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("info", help="parameters and multiply-accumulates of each preset")
+    q.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
+    q.set_defaults(func=_cmd_info)
+
+    def model_args(q: argparse.ArgumentParser, weights: str | None) -> None:
+        q.add_argument("--weights", default=weights, help="shipped name or .safetensors path")
+        q.add_argument("--strategy", default="sfnn-max", choices=sorted(STRATEGIES))
+        q.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+
+    q = sub.add_parser("fuse", help="fuse one pair, or every pair of a folder/split")
+    q.add_argument("images", nargs="*", help="MRI.png CT.png (or PET/SPECT .png in colour)")
+    q.add_argument("-o", "--output", required=True, help="fused .png, or a folder with --data")
+    q.add_argument("--data", help="a dataset folder holding MRI/ and CT/ (or PET/, SPECT/)")
+    q.add_argument("--split", default=None, help="with --data: e.g. series/test")
+    q.add_argument("--pairs", default=None, help="mri-ct, mri-pet or mri-spect (default: guess)")
+    q.add_argument("--quiet", action="store_true")
+    model_args(q, DEFAULT_WEIGHTS)
+    q.set_defaults(func=_cmd_fuse)
+
+    q = sub.add_parser("train", help="train the autoencoder (Sec. 4.2) with checkpoints")
+    q.add_argument("--out", default="runs/dilran", help="checkpoint folder (default runs/dilran)")
+    q.add_argument("--quick", action="store_true", help="lite preset, a few hundred steps")
+    q.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    q.add_argument("--preset", choices=["paper", "lite"])
+    q.add_argument("--split", choices=["series", "paper"])
+    q.add_argument("--data", choices=["auto", "atlas", "phantom"])
+    q.add_argument("--data-root")
+    q.add_argument("--epochs", type=int)
+    q.add_argument("--lr", type=float)
+    q.add_argument("--batch-size", type=int)
+    q.add_argument("--crop", type=int)
+    q.add_argument("--lambda1", type=float)
+    q.add_argument("--lambda2", type=float, help="0 trains without VGG16 (no weights needed)")
+    q.add_argument("--vgg-weights", help="path or URL of torchvision's vgg16-397923af.pth")
+    q.add_argument("--seed", type=int)
+    q.add_argument("--device")
+    q.set_defaults(func=_cmd_train)
+
+    q = sub.add_parser("evaluate", help="fusion metrics of a method on a split, as a table")
+    evaluate_parser(q)
+    model_args(q, None)
+    q.set_defaults(func=_cmd_evaluate)
+
+    q = sub.add_parser("download", help="fetch and verify the atlas pairs")
+    q.add_argument("--pairs", default="mri-ct", choices=["mri-ct", "mri-pet", "mri-spect", "all"])
+    q.add_argument("--dest", default=None, help="data root (default: $DILRAN_DATA or data/)")
+    q.add_argument("--base-url", default=None, help="a mirror laid out like the data root")
+    q.set_defaults(func=_cmd_download)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a ``UserError`` becomes one line on stderr and exit status 2."""
+    from .errors import UserError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"dilran-lite: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

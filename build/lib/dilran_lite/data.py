@@ -1,0 +1,538 @@
+"""Paired multimodal images: the Harvard atlas folders, their splits, augmentation, and the
+phantom fallback that every notebook uses when the atlas is not on this machine.
+
+Layout of one dataset folder (e.g. ``harvard-mri-ct``)::
+
+    <data root>/harvard-mri-ct/MRI/<NAME>.png
+    <data root>/harvard-mri-ct/CT/<NAME>.png      # same NAME = one co-registered pair
+    <data root>/harvard-mri-ct/splits.json        # {"paper": {"train": [...], ...}, "series": ...}
+
+Where the data root is: see :func:`resolve_data_root`. Colour helpers live in
+:mod:`dilran_lite.color`, the phantom in :mod:`dilran_lite.phantom`; both are re-exported here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .color import fuse_colour, rgb_to_luma, rgb_to_ycbcr, ycbcr_to_rgb
+from .phantom import PhantomDataset, phantom_functional, phantom_masks, phantom_pair
+
+__all__ = [
+    "PAIRS",
+    "DATASET_DIRS",
+    "resolve_data_root",
+    "dataset_dir",
+    "load_image",
+    "load_splits",
+    "split_names",
+    "series_of",
+    "slice_of",
+    "augment_pair",
+    "PairedDataset",
+    "SingleImageDataset",
+    "load_pairs",
+    "PhantomDataset",
+    "phantom_pair",
+    "phantom_masks",
+    "phantom_functional",
+    "rgb_to_ycbcr",
+    "ycbcr_to_rgb",
+    "rgb_to_luma",
+    "fuse_colour",
+]
+
+PAIRS = {"mri-ct": ("MRI", "CT"), "mri-pet": ("MRI", "PET"), "mri-spect": ("MRI", "SPECT")}
+DATASET_DIRS = {
+    "mri-ct": "harvard-mri-ct",
+    "mri-pet": "harvard-mri-pet",
+    "mri-spect": "harvard-mri-spect",
+}
+ENV_VAR = "DILRAN_DATA"
+IMAGE_SUFFIX = ".png"
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _check_pairs(pairs: str) -> str:
+    key = str(pairs).lower()
+    if key not in PAIRS:
+        raise ValueError(f"unknown pairs {pairs!r}: choose one of {', '.join(PAIRS)}")
+    return key
+
+
+def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
+    """The folder that contains ``harvard-mri-ct/`` etc.
+
+    Order: the ``root`` argument; else ``$DILRAN_DATA`` (ignored when empty); else ``data/`` in
+    the repository when the package runs from a checkout; else the user cache folder
+    (``$XDG_CACHE_HOME/dilran-lite`` or ``~/.cache/dilran-lite``). The folder may not exist yet.
+    """
+    if root is not None and str(root) != "":
+        return Path(root).expanduser()
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        return Path(env).expanduser()
+    if (_REPO / "pyproject.toml").is_file() and (_REPO / "dilran_lite").is_dir():
+        return _REPO / "data"
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(cache).expanduser() if cache else Path.home() / ".cache") / "dilran-lite"
+
+
+def _is_dataset_folder(path: Path, pairs: str) -> bool:
+    return all((path / m).is_dir() for m in PAIRS[pairs])
+
+
+def dataset_dir(pairs: str = "mri-ct", root: str | os.PathLike | None = None) -> Path:
+    """The dataset folder for ``pairs`` (e.g. ``<data root>/harvard-mri-ct``).
+
+    ``root`` may be the data root or the dataset folder itself (one holding ``MRI/`` and the
+    other modality's folder). The returned folder may not exist.
+    """
+    pairs = _check_pairs(pairs)
+    base = resolve_data_root(root)
+    if _is_dataset_folder(base, pairs):
+        return base
+    return base / DATASET_DIRS[pairs]
+
+
+def _to_float(arr: np.ndarray, path: Path, mode_name: str) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16 or mode_name.startswith("I;16"):
+        return arr.astype(np.float32) / 65535.0
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):  # PIL mode "I" holds 16-bit PNGs as int32
+        if arr.min() < 0 or arr.max() > 65535:
+            raise ValueError(
+                f"{path}: integer pixel values outside 0..65535 (mode {mode_name}); "
+                "expected an 8- or 16-bit image"
+            )
+        return arr.astype(np.float32) / 65535.0
+    raise ValueError(f"{path}: unsupported pixel type {arr.dtype} (mode {mode_name})")
+
+
+def load_image(path: str | os.PathLike, mode: str = "L") -> torch.Tensor:
+    """Read an 8-bit or 16-bit image as float32 (C, H, W) in [0, 1].
+
+    ``mode="L"``: grayscale, (1, H, W); an RGB file whose three channels are equal is accepted,
+    a true colour image raises ``ValueError``. ``mode="RGB"``: (3, H, W); a grayscale file is
+    repeated to three channels. 8-bit values are divided by 255, 16-bit by 65535. Alpha is
+    dropped. Unreadable or truncated files raise ``ValueError`` naming the file.
+    """
+    path = Path(path)
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"load_image mode must be 'L' or 'RGB', got {mode!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            mode_name = im.mode
+            arr = np.array(im)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(
+            f"cannot read image {path}: {exc}. The file is unreadable or truncated; "
+            "delete it and fetch it again (dilran-lite download) or copy it again."
+        ) from exc
+    if arr.ndim == 2:
+        arr = arr[None]
+    elif arr.ndim == 3:
+        arr = np.moveaxis(arr, -1, 0)
+        if arr.shape[0] in (2, 4):  # LA, RGBA: drop alpha
+            arr = arr[:-1]
+    else:
+        raise ValueError(f"{path}: unexpected image array shape {arr.shape}")
+    x = _to_float(np.ascontiguousarray(arr), path, mode_name)
+    if mode == "L" and x.shape[0] == 3:
+        if not (np.array_equal(x[0], x[1]) and np.array_equal(x[0], x[2])):
+            raise ValueError(
+                f"{path} is a colour image (mode {mode_name}) where a grayscale image is "
+                "expected; MRI and CT must be single-channel"
+            )
+        x = x[:1]
+    elif mode == "RGB" and x.shape[0] == 1:
+        x = np.repeat(x, 3, axis=0)
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(
+            f"cannot read image {path}: {exc}. The file is unreadable; "
+            "delete it and fetch it again (dilran-lite download) or copy it again."
+        ) from exc
+    return h, w
+
+
+def _manifest_splits(pairs: str) -> dict | None:
+    path = Path(__file__).resolve().parent / "manifests" / f"{pairs}.json"
+    if not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh).get("splits")
+
+
+def load_splits(pairs: str = "mri-ct", root: str | os.PathLike | None = None) -> dict:
+    """The splits of a dataset: ``{"paper": {"train": [names], "val": [...], "test": [...]},
+    "series": {...}}`` (MRI-PET/SPECT have ``series`` only). Names are file names (``NAME.png``).
+
+    Reads ``splits.json`` in the dataset folder, falling back to the manifest shipped in the
+    package. A ``description`` entry, if present, is kept as a string.
+    """
+    pairs = _check_pairs(pairs)
+    path = dataset_dir(pairs, root) / "splits.json"
+    if path.is_file():
+        try:
+            with open(path, encoding="utf-8") as fh:
+                splits = json.load(fh)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read split file {path}: {exc}") from exc
+        where = str(path)
+    else:
+        splits = _manifest_splits(pairs)
+        where = f"the {pairs} manifest shipped in dilran_lite/manifests"
+        if splits is None:
+            raise FileNotFoundError(f"no splits.json at {path} and no shipped manifest for {pairs}")
+    if not isinstance(splits, dict):
+        raise ValueError(f"split file {where} must hold a JSON object, got {type(splits).__name__}")
+    for scheme, parts in splits.items():
+        if scheme == "description":
+            continue
+        if not isinstance(parts, dict) or not all(isinstance(v, list) for v in parts.values()):
+            raise ValueError(
+                f"split file {where}: '{scheme}' must map part names to lists of file names"
+            )
+    return splits
+
+
+def split_names(splits: dict, split: str, where: str = "splits.json") -> list[str]:
+    """The names in ``split`` (``"scheme/part"``, e.g. ``"series/test"``) of a splits dict."""
+    scheme, sep, part = str(split).partition("/")
+    if not sep or scheme not in splits or scheme == "description":
+        schemes = [k for k in splits if k != "description"]
+        raise ValueError(
+            f"split {split!r} not in {where}: use 'scheme/part' with scheme one of {schemes}"
+        )
+    if part not in splits[scheme]:
+        raise ValueError(
+            f"split {split!r} not in {where}: parts of '{scheme}' are {list(splits[scheme])}"
+        )
+    return list(splits[scheme][part])
+
+
+def series_of(name: str) -> str:
+    """The scan series of an atlas name: ``"34002.png" -> "34"``, ``"2004.png" -> "2"``."""
+    stem = Path(name).stem
+    if len(stem) < 4 or not stem.isdigit():
+        raise ValueError(f"atlas name {name!r} is not SNNN.png or SSNNN.png")
+    return stem[:-3]
+
+
+def slice_of(name: str) -> int:
+    """The slice number of an atlas name: ``"34002.png" -> 2``, ``"2004.png" -> 4``."""
+    series_of(name)  # validates the name
+    return int(Path(name).stem[-3:])
+
+
+def _apply_same(
+    tensors: Sequence[torch.Tensor],
+    generator: torch.Generator | None,
+    crop: int | None,
+    flips: bool,
+) -> list[torch.Tensor]:
+    h, w = tensors[0].shape[-2:]
+    for t in tensors[1:]:
+        if t.shape[-2:] != (h, w):
+            raise ValueError(
+                f"augment_pair: images differ in size {tuple(tensors[0].shape)} vs {tuple(t.shape)}"
+            )
+    out = list(tensors)
+    if flips:
+        r = torch.randint(0, 2, (3,), generator=generator)
+        k = int(torch.randint(0, 4, (1,), generator=generator))
+        if r[0]:
+            out = [t.flip(-1) for t in out]
+        if r[1]:
+            out = [t.flip(-2) for t in out]
+        if k:
+            out = [torch.rot90(t, k, dims=(-2, -1)) for t in out]
+    if crop is not None:
+        h, w = out[0].shape[-2:]
+        if crop < 1 or crop > min(h, w):
+            raise ValueError(f"crop {crop} must be between 1 and the image size {h}x{w}")
+        if flips:
+            top = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
+        else:  # no augmentation: a deterministic centre crop
+            top, left = (h - crop) // 2, (w - crop) // 2
+        out = [t[..., top : top + crop, left : left + crop] for t in out]
+    return [t.contiguous() for t in out]
+
+
+def augment_pair(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    generator: torch.Generator | None = None,
+    crop: int | None = None,
+    flips: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random transform on both images of a pair: (C, H, W) each, equal H and W.
+
+    Horizontal flip, vertical flip (each p = 0.5) and a rotation by k * 90 degrees (k uniform in
+    0..3), then a random ``crop`` x ``crop`` window when ``crop`` is given. With
+    ``flips=False`` only the crop is applied, centred. Draws from ``generator`` (or torch's
+    global generator when None).
+    """
+    x, y = _apply_same([a, b], generator, crop, flips)
+    return x, y
+
+
+class _Augmenter:
+    """A per-dataset generator, reseeded once in each DataLoader worker so that workers differ."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self._worker: int | None = None
+
+    def generator(self) -> torch.Generator:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and self._worker != info.id:
+            self._worker = info.id
+            self.gen.manual_seed((self.seed * 1_000_003 + info.seed) % (2**63))
+        return self.gen
+
+
+class PairedDataset(torch.utils.data.Dataset):
+    """Co-registered pairs from ``<root>/<MODALITY>/<NAME>.png``.
+
+    ``root``: the dataset folder itself or the data root holding it (default
+    :func:`resolve_data_root`). ``names`` or ``split`` (``"series/test"``, ``"paper/train"``)
+    select pairs; default: all pairs. ``augment``: identical random flips/rot90 (and random
+    ``crop``) on both images; without ``augment`` a given ``crop`` is a centre crop.
+
+    ``ds[i] -> (a, b, name)``: a = MRI float32 (1, H, W), b = CT (1, H, W) or PET/SPECT
+    (3, H, W), both in [0, 1]. Checks at construction (names present in both modalities, sizes
+    within a pair, readable headers, non-empty folder) raise ``ValueError`` or
+    ``FileNotFoundError`` naming the files; truncated pixel data raises when the pair is read.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        pairs: str = "mri-ct",
+        names: list[str] | None = None,
+        split: str | None = None,
+        augment: bool = False,
+        crop: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.pairs = _check_pairs(pairs)
+        self.modalities = PAIRS[self.pairs]
+        self.root = dataset_dir(self.pairs, root)
+        self.augment, self.crop, self.seed = bool(augment), crop, int(seed)
+        self._aug = _Augmenter(seed)
+        if crop is not None and (not isinstance(crop, int) or crop < 1):
+            raise ValueError(f"crop must be a positive integer, got {crop!r}")
+        self._check_folders()
+        available = self._scan()
+        self.split = split
+        if split is not None:
+            if names is not None:
+                raise ValueError("give either names or split, not both")
+            where = str(self.root / "splits.json")
+            names = split_names(load_splits(self.pairs, self.root), split, where)
+        if names is None:
+            names = sorted(available, key=_natural_key)
+        else:
+            names = [n if n.endswith(IMAGE_SUFFIX) else n + IMAGE_SUFFIX for n in names]
+            missing = [n for n in names if n not in available]
+            if missing:
+                what = f"split {split!r}" if split else "names"
+                raise FileNotFoundError(
+                    f"{len(missing)} pair(s) of {what} not found in {self.root}: "
+                    f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
+                )
+        if not names:
+            raise ValueError(f"no pairs selected in {self.root} (split {split!r})")
+        self.names = list(names)
+        self._check_sizes()
+        kind = "-".join(self.modalities)
+        sel = f", split {split}" if split else ""
+        self.source = f"Harvard atlas {kind} ({self.root.name}{sel}, {len(self.names)} pairs)"
+
+    def _check_folders(self) -> None:
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"dataset folder {self.root} not found: get the atlas with `dilran-lite download` "
+                f"(or dilran_lite.download.download_atlas), or set ${ENV_VAR} to the folder "
+                f"holding {DATASET_DIRS[self.pairs]}/"
+            )
+        for m in self.modalities:
+            if not (self.root / m).is_dir():
+                raise FileNotFoundError(
+                    f"{self.root / m} not found: a {'-'.join(self.modalities)} dataset folder "
+                    f"holds {self.modalities[0]}/NAME.png and {self.modalities[1]}/NAME.png"
+                )
+
+    def _scan(self) -> set[str]:
+        found = {
+            m: {p.name for p in (self.root / m).iterdir() if p.suffix.lower() == IMAGE_SUFFIX}
+            for m in self.modalities
+        }
+        a, b = (found[m] for m in self.modalities)
+        if not a and not b:
+            raise ValueError(
+                f"no {IMAGE_SUFFIX} images in {self.root / self.modalities[0]} or "
+                f"{self.root / self.modalities[1]}: the dataset folder is empty"
+            )
+        for m, only in ((self.modalities[0], a - b), (self.modalities[1], b - a)):
+            if only:
+                other = self.modalities[1] if m == self.modalities[0] else self.modalities[0]
+                files = ", ".join(str(self.root / m / n) for n in sorted(only)[:5])
+                raise ValueError(
+                    f"{len(only)} image(s) in {m}/ have no partner in {other}/: {files}"
+                    f"{' ...' if len(only) > 5 else ''}"
+                )
+        return a
+
+    def _check_sizes(self) -> None:
+        for n in self.names:
+            pa, pb = (self.path(n, m) for m in self.modalities)
+            sa, sb = _image_size(pa), _image_size(pb)
+            if sa != sb:
+                raise ValueError(f"pair {n}: sizes differ, {pa} is {sa} (HxW) but {pb} is {sb}")
+
+    def path(self, name: str, modality: str) -> Path:
+        """The file of ``name`` (``NAME.png``) in ``modality``."""
+        return self.root / modality / name
+
+    def _mode(self, modality: str) -> str:
+        return "L" if modality in ("MRI", "CT") else "RGB"
+
+    def load(self, name: str, modality: str) -> torch.Tensor:
+        """One image of the dataset, (1, H, W) or (3, H, W) float32, without augmentation."""
+        return load_image(self.path(name, modality), self._mode(modality))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int):
+        name = self.names[i]
+        a, b = (self.load(name, m) for m in self.modalities)
+        if a.shape[-2:] != b.shape[-2:]:
+            pa, pb = (self.path(name, m) for m in self.modalities)
+            raise ValueError(
+                f"pair {name}: sizes differ, {pa} is {tuple(a.shape[-2:])} but {pb} is "
+                f"{tuple(b.shape[-2:])}"
+            )
+        if self.augment or self.crop:
+            a, b = augment_pair(a, b, self._aug.generator(), crop=self.crop, flips=self.augment)
+        return a, b, name
+
+    def __repr__(self) -> str:
+        return f"PairedDataset({self.source})"
+
+
+def _natural_key(name: str):
+    stem = Path(name).stem
+    return (0, int(stem)) if stem.isdigit() else (1, stem)
+
+
+class SingleImageDataset(torch.utils.data.Dataset):
+    """Every image of both modalities as a single 1-channel image, for autoencoder training.
+
+    ``source``: a :class:`PairedDataset` or :class:`PhantomDataset` (anything yielding
+    ``(a, b, name)``), or else a root passed with ``pairs``/``split``/``names`` to build a
+    PairedDataset. Colour images become their Y channel (BT.601). ``ds[i] -> (1, H, W)``
+    float32 in [0, 1]; item ``2k`` is the MRI of pair ``k``, ``2k + 1`` the other modality.
+    """
+
+    def __init__(
+        self,
+        source=None,
+        pairs: str = "mri-ct",
+        names: list[str] | None = None,
+        split: str | None = None,
+        augment: bool = False,
+        crop: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(source, torch.utils.data.Dataset):
+            source = PairedDataset(source, pairs=pairs, names=names, split=split)
+        self.paired = source
+        self.augment, self.crop = bool(augment), crop
+        self._aug = _Augmenter(seed)
+        self.modalities = getattr(source, "modalities", ("MRI", "CT"))
+        self.source = f"single images from {getattr(source, 'source', type(source).__name__)}"
+
+    def __len__(self) -> int:
+        return 2 * len(self.paired)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"SingleImageDataset index {i} out of range ({len(self)} images)")
+        i %= len(self)
+        k, which = divmod(i, 2)
+        if isinstance(self.paired, PairedDataset) and not (self.paired.augment or self.paired.crop):
+            name = self.paired.names[k]
+            x = self.paired.load(name, self.paired.modalities[which])
+        else:
+            x = self.paired[k][which]
+        if x.shape[0] == 3:
+            x = rgb_to_luma(x)
+        if self.augment or self.crop:
+            (x,) = _apply_same([x], self._aug.generator(), self.crop, self.augment)
+        return x
+
+
+def load_pairs(
+    pairs: str = "mri-ct",
+    split: str | None = "series/test",
+    root: str | os.PathLike | None = None,
+    fallback: str | None = "phantom",
+    n_phantom: int = 8,
+    **kwargs,
+):
+    """The dataset every notebook starts from.
+
+    Returns a :class:`PairedDataset` over the atlas when its folder is found (see
+    :func:`resolve_data_root`), else prints one line saying so and returns a
+    :class:`PhantomDataset` of ``n_phantom`` pairs (``fallback="phantom"``), or raises
+    ``FileNotFoundError`` (``fallback=None``). ``kwargs`` (augment, crop, seed) go to the
+    dataset. A phantom for a ``test``/``val`` split uses other seeds than for ``train``.
+    """
+    pairs = _check_pairs(pairs)
+    folder = dataset_dir(pairs, root)
+    if _is_dataset_folder(folder, pairs):
+        return PairedDataset(folder, pairs=pairs, split=split, **kwargs)
+    if fallback is None:
+        raise FileNotFoundError(
+            f"the {pairs} atlas was not found at {folder}: run `dilran-lite download` "
+            "(or dilran_lite.download.download_atlas()) or set $DILRAN_DATA"
+        )
+    if fallback != "phantom":
+        raise ValueError(f"fallback must be 'phantom' or None, got {fallback!r}")
+    part = str(split).rpartition("/")[2] if split else "train"
+    offset = {"train": 0, "val": 10_000, "test": 20_000}.get(part, 30_000)
+    seed = int(kwargs.pop("seed", 0)) + offset
+    ds = PhantomDataset(n=n_phantom, seed=seed, modality=PAIRS[pairs][1], **kwargs)
+    print(
+        f"Atlas {DATASET_DIRS[pairs]} not found at {folder}; get it with `dilran-lite download` "
+        f"or dilran_lite.download.download_atlas(). Using the {ds.source} instead."
+    )
+    return ds

@@ -1,0 +1,65 @@
+"""Small helpers shared by every module: quick mode, device choice, seeding, image checks."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+__all__ = ["quick_mode", "default_device", "seed_everything", "as_image_batch"]
+
+
+def quick_mode() -> bool:
+    """True when the environment variable ``DILRAN_QUICK`` is set to a true value.
+
+    Notebooks and examples read it to shrink their work (fewer steps, smaller crops) so that
+    continuous integration can run every chapter on two CPU cores in about two minutes.
+    """
+    return os.environ.get("DILRAN_QUICK", "0").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (CPU and CUDA) for a reproducible run."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def as_image_batch(x: torch.Tensor, name: str = "input", channels: int | None = 1) -> torch.Tensor:
+    """Check that ``x`` is an image batch (N, C, H, W) of floating dtype, and return it.
+
+    A single image (C, H, W) or (H, W) is promoted to a batch. Raises ``TypeError`` for a
+    non-tensor or a non-floating dtype and ``ValueError`` for a wrong shape, channel count,
+    an empty tensor or non-finite values, each message naming ``name`` and what was found.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise TypeError(
+            f"{name} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}; "
+            "convert 8-bit images with x.float() / 255"
+        )
+    if x.ndim == 2:
+        x = x[None, None]
+    elif x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} is empty: shape {tuple(x.shape)}")
+    if channels is not None and x.shape[1] != channels:
+        raise ValueError(
+            f"{name} must have {channels} channel(s), got {x.shape[1]} (shape {tuple(x.shape)}); "
+            "fuse colour images through dilran_lite.data.rgb_to_ycbcr and the Y channel"
+        )
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x

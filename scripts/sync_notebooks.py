@@ -1,0 +1,223 @@
+"""Generate everything that names the repository from one place: `_config.yml`'s `repository.url`.
+
+Usage:
+    python scripts/sync_notebooks.py           # rewrite what disagrees
+    python scripts/sync_notebooks.py --check   # exit 1, listing the files, when one disagrees
+
+What it writes:
+- in every chapter notebook (notebooks/NN_*.ipynb): the first cell (markdown, tag `remove-cell`),
+  the Open-in-Colab badge; and the setup cell after the title (code, tag `remove-input`), from
+  SETUP_TEMPLATE: on Colab it installs the package (from the repository, or from WHEEL when a
+  course sets one), then `dilran_lite.notebook.setup()` says which mode runs and how to switch,
+  fetches the atlas (or says the phantom is used) and prints how the page was executed.
+  The setup cell keeps its outputs when its source does not change.
+- in README.md, book/running.md and notebooks/_chapter_template.md: every `git clone URL`,
+  `git+URL@BRANCH` and Colab link, rewritten to the configured URL and branch, and every copy of
+  the setup cell (a ```python block starting `# Setup. On Colab:`), regenerated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+TEXT_FILES = ["README.md", "book/running.md", "notebooks/_chapter_template.md"]
+SETUP_KEY = "dilran_setup"  # cell metadata key that marks the generated setup cell
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+
+BADGE_TEMPLATE = "[![Open In Colab]({badge})]({colab}/notebooks/{name})"
+
+SETUP_TEMPLATE = """\
+# Setup. On Colab: install dilran-lite (from WHEEL when a course hosts its own copy).
+import os
+import sys
+
+WHEEL = ""  # a wheel URL or path; empty: install from the repository
+if "google.colab" in sys.modules:
+    PACKAGE = WHEEL or "dilran-lite @ git+{url}@{branch}"
+    %pip install -q "{{PACKAGE}}"
+# os.environ["DILRAN_QUICK"] = "1"  # quick mode: small, fast runs (uncomment, then run again)
+
+from dilran_lite.notebook import setup
+
+RUN = setup({pairs})"""
+
+
+def config() -> tuple[str, str]:
+    """(repository URL without a trailing slash, branch) from _config.yml."""
+    cfg = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
+    repo = cfg.get("repository") or {}
+    url = str(repo.get("url", "")).rstrip("/")
+    if not re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", url):
+        raise SystemExit(
+            f"_config.yml: repository.url must be https://github.com/OWNER/NAME, got {url!r}"
+        )
+    return url, str(repo.get("branch") or "main")
+
+
+def colab_base(url: str, branch: str) -> str:
+    """https://colab.research.google.com/github/OWNER/NAME/blob/BRANCH"""
+    owner_name = url.removeprefix("https://github.com/")
+    return f"https://colab.research.google.com/github/{owner_name}/blob/{branch}"
+
+
+def chapters() -> list[Path]:
+    return sorted(p for p in NOTEBOOKS.glob("[0-9]*.ipynb"))
+
+
+def chapter_pairs(nb: nbformat.NotebookNode) -> tuple[str, ...]:
+    """The atlases a chapter reads: MRI-CT, plus MRI-PET and MRI-SPECT when it uses them."""
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "code" and not _is_setup(c))
+    extra = tuple(p for p in ("mri-pet", "mri-spect") if f'"{p}"' in text or f"'{p}'" in text)
+    return ("mri-ct", *extra)
+
+
+def setup_source(url: str, branch: str, pairs: tuple[str, ...]) -> str:
+    arg = "" if pairs == ("mri-ct",) else "pairs=(" + ", ".join(f'"{p}"' for p in pairs) + ")"
+    return SETUP_TEMPLATE.format(url=url, branch=branch, pairs=arg)
+
+
+def _is_setup(cell) -> bool:
+    if cell.cell_type != "code":
+        return False
+    if SETUP_KEY in cell.metadata:
+        return True
+    return "google.colab" in cell.source and "%pip install" in cell.source
+
+
+def _set_tags(cell, tags: list[str]) -> None:
+    cell.metadata["tags"] = tags
+
+
+def sync_notebook(path: Path, url: str, branch: str) -> bool:
+    """Rewrite the badge and setup cells of one chapter; True when the file changed."""
+    nb = nbformat.read(path, as_version=4)
+    before = nbformat.writes(nb)
+    badge = BADGE_TEMPLATE.format(badge=COLAB_BADGE, colab=colab_base(url, branch), name=path.name)
+    first = nb.cells[0] if nb.cells else None
+    if first is not None and first.cell_type == "markdown" and "colab-badge" in first.source:
+        first.source = badge
+    else:
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(badge))
+    _set_tags(nb.cells[0], ["remove-cell"])
+
+    pairs = chapter_pairs(nb)
+    source = setup_source(url, branch, pairs)
+    found = [i for i, c in enumerate(nb.cells) if _is_setup(c)]
+    if found:
+        cell = nb.cells[found[0]]
+        for extra in reversed(found[1:]):
+            del nb.cells[extra]
+    else:
+        cell = nbformat.v4.new_code_cell()
+        nb.cells.insert(2 if len(nb.cells) > 1 else 1, cell)
+    if cell.source != source:
+        cell.source = source
+        cell.outputs = []
+        cell.execution_count = None
+    cell.metadata[SETUP_KEY] = {"pairs": list(pairs)}
+    _set_tags(cell, ["remove-input"])
+
+    after = nbformat.writes(nb)
+    if after == before:
+        return False
+    nbformat.validate(nb)
+    nbformat.write(nb, path)
+    return True
+
+
+TEXT_RULES = [
+    # (pattern, replacement builder)
+    (re.compile(r"git clone https://github\.com/[\w.-]+/[\w.-]+"), lambda u, b: f"git clone {u}"),
+    (
+        re.compile(r"git\+https://github\.com/[\w.-]+/[\w.-]+?(@[\w./-]+)?(?=[\s\"'`)]|$)"),
+        lambda u, b: f"git+{u}@{b}",
+    ),
+    (
+        re.compile(r"https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/[\w.-]+"),
+        lambda u, b: colab_base(u, b),
+    ),
+]
+
+
+SETUP_BLOCK = re.compile(r"```python\n# Setup\. On Colab:.*?\n```", re.DOTALL)
+
+
+def synced_text(text: str, url: str, branch: str) -> str:
+    """``text`` with its repository URLs and its copies of the setup cell regenerated."""
+    for pattern, build in TEXT_RULES:
+        text = pattern.sub(build(url, branch), text)
+    block = "```python\n" + setup_source(url, branch, ("mri-ct",)) + "\n```"
+    return SETUP_BLOCK.sub(lambda m: block, text)
+
+
+def sync_text(path: Path, url: str, branch: str) -> bool:
+    """Rewrite the repository URLs and setup-cell copies of one text file; True when it changed."""
+    text = path.read_text(encoding="utf-8")
+    new = synced_text(text, url, branch)
+    if new == text:
+        return False
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_text(new, encoding="utf-8")
+    tmp.replace(path)
+    return True
+
+
+def disagreements(url: str, branch: str) -> list[str]:
+    """Files whose generated parts differ from what the configuration gives (nothing written)."""
+    out = []
+    with tempfile.TemporaryDirectory() as folder:
+        for path in chapters():
+            tmp = Path(folder) / path.name
+            shutil.copyfile(path, tmp)
+            if sync_notebook(tmp, url, branch):
+                out.append(str(path.relative_to(REPO)))
+    for rel in TEXT_FILES:
+        path = REPO / rel
+        if not path.is_file():
+            continue
+        text = path.read_text(encoding="utf-8")
+        if synced_text(text, url, branch) != text:
+            out.append(rel)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="only report; exit 1 on a mismatch")
+    args = parser.parse_args(argv)
+    url, branch = config()
+    if args.check:
+        bad = disagreements(url, branch)
+        if bad:
+            print(
+                f"sync_notebooks: {len(bad)} file(s) disagree with _config.yml ({url}@{branch}): "
+                + ", ".join(bad)
+                + "\n  run `python scripts/sync_notebooks.py` to regenerate them",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"sync_notebooks: all files agree with {url}@{branch}")
+        return 0
+    changed = [str(p.relative_to(REPO)) for p in chapters() if sync_notebook(p, url, branch)]
+    changed += [
+        rel for rel in TEXT_FILES if (REPO / rel).is_file() and sync_text(REPO / rel, url, branch)
+    ]
+    print(
+        f"sync_notebooks: {len(changed)} file(s) rewritten"
+        + (": " + ", ".join(changed) if changed else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Every chapter runs standalone, as on Colab: from the installed wheel, alone in an empty folder.
+
+For the session: build the wheel, make a fresh venv that gets the dependencies of the running
+environment through a path entry (a `.pth` line naming its site-packages: a path, not a site dir,
+so that environment's editable install of dilran_lite is not seen), install the wheel there with
+`--no-deps`, and serve a copy of the atlas on 127.0.0.1, laid out like the mirror. For each
+chapter: copy the notebook alone into an empty folder and execute it in quick mode with the fresh
+venv's Python, HOME and caches in an empty temp folder, DILRAN_DATA unset, and DILRAN_MIRROR
+pointing at the local server: the chapter's setup cell fetches the atlas itself.
+
+Times per chapter go to _build/standalone-times.json. Needs the atlas beside the checkout (skipped
+otherwise, e.g. under `make test NO_ATLAS=1`).
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.standalone]
+
+REPO = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
+TIMES = REPO / "_build" / "standalone-times.json"
+DATASETS = ("harvard-mri-ct", "harvard-mri-pet", "harvard-mri-spect")
+TIMEOUT_S = 1200  # one chapter, quick mode
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+RUNNER = """
+import sys, nbformat
+from nbclient import NotebookClient
+path, out = sys.argv[1], sys.argv[2]
+nb = nbformat.read(path, as_version=4)
+client = NotebookClient(nb, timeout=900, kernel_name="python3",
+                        resources={"metadata": {"path": sys.argv[3]}})
+try:
+    client.execute()
+finally:
+    nbformat.write(nb, out)
+"""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the base class's name
+        pass
+
+
+@pytest.fixture(scope="session")
+def mirror(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """http://127.0.0.1:<port>/ serving a copy of the atlas folders (harvard-mri-*/MODALITY/*)."""
+    root = tmp_path_factory.mktemp("mirror")
+    for name in DATASETS:
+        if (shared_data / name).is_dir():
+            shutil.copytree(shared_data / name, root / name)
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the wheel of this checkout installed; its Python."""
+    base = tmp_path_factory.mktemp("standalone")
+    wheels = base / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "-w", str(wheels), str(REPO)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    wheel = next(wheels.glob("dilran_lite-*.whl"))
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+    )  # fmt: skip
+    (site / "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+         "--ignore-installed", "--no-warn-script-location", str(wheel)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    where = subprocess.run(
+        [str(python), "-c", "import dilran_lite; print(dilran_lite.__file__)"],
+        check=True, capture_output=True, text=True, env=_clean_env(base / "home", ""), cwd=base,
+    ).stdout.strip()  # fmt: skip
+    assert Path(where).is_relative_to(venv), f"dilran_lite imported from {where}, not the wheel"
+    return python
+
+
+def _clean_env(home: Path, mirror: str) -> dict[str, str]:
+    """Nothing of this checkout: no PYTHONPATH, no DILRAN_DATA, an empty HOME and caches."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "XDG_CACHE_HOME": str(home / ".cache"),
+        "TORCH_HOME": str(home / ".cache" / "torch"),
+        "MPLCONFIGDIR": str(home / ".config" / "matplotlib"),
+        "DILRAN_QUICK": "1",
+        "DILRAN_MIRROR": mirror,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        "LANG": "C.UTF-8",
+    }
+    return env
+
+
+def _record(name: str, seconds: float) -> None:
+    TIMES.parent.mkdir(parents=True, exist_ok=True)
+    times = json.loads(TIMES.read_text()) if TIMES.is_file() else {}
+    times[name] = round(seconds, 1)
+    TIMES.write_text(json.dumps(dict(sorted(times.items())), indent=1) + "\n")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_runs_standalone(chapter: Path, fresh_python: Path, mirror: str, tmp_path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copyfile(chapter, work / chapter.name)
+    out = tmp_path / "executed.ipynb"
+    env = _clean_env(tmp_path / "home", mirror)
+    env["PATH"] = f"{fresh_python.parent}:{env['PATH']}"
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [str(fresh_python), "-c", RUNNER, str(work / chapter.name), str(out), str(work)],
+        cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+    took = time.perf_counter() - start
+    _record(chapter.stem, took)
+    log = ANSI.sub("", proc.stdout + proc.stderr)
+    assert proc.returncode == 0, f"{chapter.name} failed standalone ({took:.0f} s):\n{log[-4000:]}"
+    nb = nbformat.read(out, as_version=4)
+    setup = next(c for c in nb.cells if "dilran_setup" in c.metadata)
+    text = "".join(o.get("text", "") for o in setup.outputs if o.get("output_type") == "stream")
+    assert "Executed in quick mode on the Harvard atlas" in text, text[-2000:]
