@@ -98,7 +98,7 @@ bench: install
 	$(PY) -m benchmarks.bench_metrics
 
 results: install
-	$(PY) -m dilran_lite.experiments --out results
+	$(PY) -m dilran_lite.experiments --out dilran_lite/results
 
 clean:
 	rm -rf _build _vendor .pytest_cache

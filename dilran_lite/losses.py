@@ -15,6 +15,8 @@ single images, so M = 1 and I_j is the input itself.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import urllib.error
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,8 +86,16 @@ class VGGWeightsUnavailable(RuntimeError):
     """ImageNet VGG16 weights could not be found or downloaded."""
 
 
+def _home_relative(path: Path) -> str:
+    """``path`` with the user's home folder written as ``~`` (messages name no home folder)."""
+    try:
+        return str(Path("~") / path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
+
+
 def _vgg_message(source: str, err: Exception) -> str:
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG16_URL).name
+    cache = _home_relative(Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG16_URL).name)
     return (
         f"could not load ImageNet VGG16 weights from {source} ({err}). The perceptual loss "
         f"needs them. Either put torchvision's file {Path(VGG16_URL).name} at {cache} "
@@ -111,9 +121,10 @@ def load_vgg16_features(source: str | Path | None = None, layer: str = "relu3_3"
     src = str(source) if source is not None else VGG16_URL
     try:
         if "://" in src:
-            state = torch.hub.load_state_dict_from_url(
-                src, map_location="cpu", progress=False, weights_only=True
-            )
+            with contextlib.redirect_stderr(io.StringIO()):  # torch's "Downloading ... to <path>"
+                state = torch.hub.load_state_dict_from_url(
+                    src, map_location="cpu", progress=False, weights_only=True
+                )
         else:
             state = torch.load(src, map_location="cpu", weights_only=True)
     except (urllib.error.URLError, OSError, RuntimeError, ValueError) as err:
