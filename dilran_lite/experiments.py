@@ -976,6 +976,7 @@ def _run_experiments(
             ("pixel average", runs[(None, "average")], ""),
             ("pixel maximum", runs[(None, "max")], ""),
             ("Laplacian pyramid (4 levels, max-abs details)", runs[(None, "laplacian")], ""),
+            ("guided-filter fusion (GFF, Li, Kang & Hu 2013)", runs[(None, "gff")], ""),
         ]
         if paper_w:
             preset = records.get(paper_w, {}).get("preset", "?")
