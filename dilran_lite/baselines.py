@@ -11,7 +11,9 @@ The Laplacian pyramid (Burt & Adelson 1983) splits an image into band-pass detai
 the 5-tap binomial kernel [1, 4, 6, 4, 1] / 16. Reconstruction adds the levels back from the
 coarsest one, ``G_k = L_k + up(G_{k+1})``, and is exact whatever ``up`` is, because the same
 ``up`` is used both ways. Fusion keeps, at every pixel of every detail level, the coefficient of
-larger magnitude (max-absolute selection: the stronger edge wins) and averages the two bases.
+larger magnitude (max-absolute selection: the stronger edge wins) and averages the two bases;
+:func:`laplacian_pyramid_salience` uses Burt & Kolczynski's local-energy (salience) and match rule
+instead.
 
 Guided-filter fusion (Li, Kang & Hu 2013) is the classical reference that medical fusion papers
 compare against: a two-scale (base/detail) decomposition whose per-pixel weights come from a
@@ -35,6 +37,7 @@ __all__ = [
     "max_levels",
     "guided_filter",
     "guided_filter_fusion",
+    "laplacian_pyramid_salience",
     "BASELINES",
 ]
 
@@ -156,6 +159,43 @@ def laplacian_pyramid(a: torch.Tensor, b: torch.Tensor, levels: int = 4) -> torc
     return pyramid_reconstruct(fused).clamp(0, 1).reshape(shape)
 
 
+def _salience_match_select(la: torch.Tensor, lb: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Burt & Kolczynski's rule on one detail level (N, 1, h, w): 3x3 local energy and match."""
+    sa = _box_mean(la * la, 1)
+    sb = _box_mean(lb * lb, 1)
+    total = sa + sb
+    match = torch.where(
+        total > 0, 2.0 * _box_mean(la * lb, 1) / torch.where(total > 0, total, 1.0), 1.0
+    )
+    a_wins = sa >= sb
+    w_min = (0.5 - 0.5 * (1.0 - match) / (1.0 - alpha)).clamp(min=0.0)
+    w_min = torch.where(match > alpha, w_min, torch.zeros_like(w_min))
+    w_a = torch.where(a_wins, 1.0 - w_min, w_min)
+    return w_a * la + (1.0 - w_a) * lb
+
+
+def laplacian_pyramid_salience(
+    a: torch.Tensor, b: torch.Tensor, levels: int = 4, alpha: float = 0.85
+) -> torch.Tensor:
+    """Laplacian pyramid fusion with Burt & Kolczynski's (1993) salience-and-match rule.
+
+    At each detail level, the salience of a source is its local energy ``S = mean_3x3(L^2)`` and
+    the match of the two sources ``M = 2 mean_3x3(L_A L_B) / (S_A + S_B)`` (in [-1, 1]). Where the
+    sources differ (``M <= alpha``) the more salient coefficient is kept; where they are alike
+    they are averaged with ``w_min = 1/2 - 1/2 (1 - M) / (1 - alpha)`` on the less salient one and
+    ``1 - w_min`` on the more salient one. The bases are averaged; the result is clamped to
+    [0, 1]. Identical inputs give the input back (M = 1: equal weights on equal coefficients).
+    """
+    if not 0.0 <= alpha < 1.0:
+        raise ValueError(f"alpha must be in [0, 1), got {alpha}")
+    xa, xb, shape = _check_pair(a, b)
+    pa = pyramid_decompose(xa, levels)
+    pb = pyramid_decompose(xb, levels)
+    fused = [_salience_match_select(la, lb, alpha) for la, lb in zip(pa[:-1], pb[:-1])]
+    fused.append(0.5 * (pa[-1] + pb[-1]))
+    return pyramid_reconstruct(fused).clamp(0, 1).reshape(shape)
+
+
 # --------------------------------------------------------------------------------------------
 # Guided-filter fusion (Li, Kang & Hu 2013)
 # --------------------------------------------------------------------------------------------
@@ -270,6 +310,7 @@ BASELINES: dict[str, Baseline] = {
     "average": average,
     "max": maximum,
     "laplacian": laplacian_pyramid,
+    "laplacian-salience": laplacian_pyramid_salience,
     "gff": guided_filter_fusion,
 }
 """The baselines by short name; each is ``(a, b) -> fused``."""

@@ -179,3 +179,44 @@ def test_gff_keeps_an_edge_present_in_one_source() -> None:
     f = guided_filter_fusion(a, b)[0, 0]
     step = (f[:, 33] - f[:, 30]).mean()
     assert step > 0.8
+
+
+# ------------------------------------------------------------------------------------------
+# Laplacian pyramid with Burt & Kolczynski's salience-and-match rule
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "va, vb, expected",
+    [
+        # S_A = 4, S_B = 1, M = 2*2/5 = 0.8 <= 0.85: the more salient coefficient, 2
+        (2.0, 1.0, 2.0),
+        # equal coefficients: M = 1, w_min = 1/2, the mean
+        (1.0, 1.0, 1.0),
+        # opposite signs: M = -1, equal salience, ties to a
+        (1.0, -1.0, 1.0),
+        # S_A = 1, S_B = 0.81, M = 1.8/1.81 > 0.85: w_min = 1/2 - 1/2 (1 - M)/0.15 on b
+        (1.0, 0.9, None),
+    ],
+)
+def test_salience_match_rule_by_hand(va: float, vb: float, expected: float | None) -> None:
+    from dilran_lite.baselines import _salience_match_select
+
+    la = torch.full((1, 1, 3, 3), va, dtype=torch.float64)
+    lb = torch.full((1, 1, 3, 3), vb, dtype=torch.float64)
+    if expected is None:
+        m = 1.8 / 1.81
+        w_min = 0.5 - 0.5 * (1 - m) / (1 - 0.85)
+        expected = (1 - w_min) * va + w_min * vb
+    out = _salience_match_select(la, lb, 0.85)
+    torch.testing.assert_close(out, torch.full_like(la, expected))
+
+
+def test_salience_pyramid_keeps_the_only_detail_and_checks_alpha() -> None:
+    from dilran_lite.baselines import laplacian_pyramid_salience
+
+    # b flat: all of b's detail coefficients are 0, so M = 0 wherever a has detail and a's
+    # coefficients are kept: the result equals the max-abs pyramid's
+    a = _rand(1, 1, 32, 32, seed=9)
+    b = torch.full_like(a, 0.4)
+    torch.testing.assert_close(laplacian_pyramid_salience(a, b), laplacian_pyramid(a, b))
+    with pytest.raises(ValueError, match="alpha"):
+        laplacian_pyramid_salience(a, b, alpha=1.0)
