@@ -992,6 +992,12 @@ def _run_experiments(
             ("pixel average", runs[(None, "average")], ""),
             ("pixel maximum", runs[(None, "max")], ""),
             ("Laplacian pyramid (4 levels, max-abs details)", runs[(None, "laplacian")], ""),
+            (
+                "Laplacian pyramid (4 levels, salience-match details, Burt & Kolczynski 1993)",
+                runs[(None, "laplacian-salience")],
+                "",
+            ),
+            ("guided-filter fusion (GFF, Li, Kang & Hu 2013)", runs[(None, "gff")], ""),
         ]
         if paper_w:
             preset = records.get(paper_w, {}).get("preset", "?")

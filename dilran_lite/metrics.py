@@ -48,6 +48,7 @@ __all__ = [
     "sd",
     "sf",
     "ag",
+    "AG_DEFINITIONS",
     "scd",
     "vif",
     "vif_single",
@@ -285,15 +286,35 @@ def sf(f: ImageLike) -> float:
     return float(np.sqrt(rf2 + cf2))
 
 
-def ag(f: ImageLike) -> float:
-    """Average gradient of the fused image, in grey levels per pixel.
+AG_DEFINITIONS = ("central", "forward")
+"""The two average-gradient definitions :func:`ag` offers; the tables use ``"central"``."""
 
-    ``AG = 1/((M-1)(N-1)) sum_{i<M, j<N} sqrt( (dx^2 + dy^2) / 2 )`` with forward differences
-    ``dx = F(i, j+1) - F(i, j)``, ``dy = F(i+1, j) - F(i, j)`` on the 8-bit image. Source:
-    Cui, Feng, Xu, Li & Chen, Opt. Commun. 341, 2015. A constant image has AG 0.
+
+def ag(f: ImageLike, definition: str = "central") -> float:
+    """Average gradient of the fused image, in grey levels per pixel (8-bit image).
+
+    Both definitions average ``sqrt((dx^2 + dy^2) / 2)``; they differ in the differences and
+    the pixels they average over:
+
+    * ``"central"`` (default, used by the tables): ``dx, dy`` from ``numpy.gradient`` (central
+      differences inside, one-sided differences on the border, as MATLAB's ``gradient``), summed
+      over all M x N pixels and divided by ``(M-1)(N-1)``. This is what the evaluation code of
+      most fusion papers computes (e.g. the VIFB benchmark's MATLAB code and CDDFuse's
+      ``Evaluator.py``).
+    * ``"forward"``: forward differences ``dx = F(i, j+1) - F(i, j)``,
+      ``dy = F(i+1, j) - F(i, j)`` at the (M-1)(N-1) pixels that have both, averaged: the
+      formula as printed in Cui, Feng, Xu, Li & Chen, Opt. Commun. 341, 2015.
+
+    A constant image has AG 0 under both.
     """
+    if definition not in AG_DEFINITIONS:
+        raise ValueError(f"definition must be one of {AG_DEFINITIONS}, got {definition!r}")
     x = to_uint8(f, "f").astype(np.float64)
     _require_min_size(x, 2, "AG")
+    if definition == "central":
+        dy, dx = np.gradient(x)
+        s = np.sqrt((dx**2 + dy**2) / 2.0)
+        return float(s.sum() / ((x.shape[0] - 1) * (x.shape[1] - 1)))
     dx = x[:-1, 1:] - x[:-1, :-1]
     dy = x[1:, :-1] - x[:-1, :-1]
     return float(np.mean(np.sqrt((dx**2 + dy**2) / 2.0)))
@@ -329,13 +350,20 @@ def scd(a: ImageLike, b: ImageLike, f: ImageLike) -> float:
 # --------------------------------------------------------------------------------------------
 _SOBEL_X = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 _SOBEL_Y = _SOBEL_X.T.copy()
+# The reference Qabf code's kernels, applied by convolution (MATLAB ``conv2(x, h, 'same')``):
+# h3 for the x response, h1 for the y response.
+_QABF_H3 = _SOBEL_X
+_QABF_H1 = np.array([[1.0, 2.0, 1.0], [0.0, 0.0, 0.0], [-1.0, -2.0, -1.0]])
 _Q_G = (0.9994, -15.0, 0.5)  # Gamma_g, kappa_g, sigma_g
 _Q_A = (0.9879, -22.0, 0.8)  # Gamma_a, kappa_a, sigma_a
 
 
 def _edge_strength_orientation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    sx = ndimage.correlate(x, _SOBEL_X, mode="reflect")
-    sy = ndimage.correlate(x, _SOBEL_Y, mode="reflect")
+    """Sobel strength and orientation as the reference code computes them: convolution (the
+    kernel flipped, so ``s_x`` is minus the correlation) with zero padding, ``conv2(.., 'same')``.
+    """
+    sx = ndimage.convolve(x, _QABF_H3, mode="constant", cval=0.0)
+    sy = ndimage.convolve(x, _QABF_H1, mode="constant", cval=0.0)
     g = np.sqrt(sx**2 + sy**2)
     with np.errstate(divide="ignore", invalid="ignore"):
         alpha = np.where(sx == 0.0, np.pi / 2.0, np.arctan(sy / np.where(sx == 0.0, 1.0, sx)))
@@ -345,9 +373,10 @@ def _edge_strength_orientation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _edge_preservation(
     g_x: np.ndarray, a_x: np.ndarray, g_f: np.ndarray, a_f: np.ndarray
 ) -> np.ndarray:
-    big = np.maximum(g_x, g_f)
-    small = np.minimum(g_x, g_f)
-    rel_g = np.divide(small, big, out=np.zeros_like(big), where=big > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel_g = np.where(
+            g_x > g_f, g_f / g_x, np.where(g_x == g_f, g_f, g_x / np.where(g_f > 0, g_f, 1.0))
+        )
     rel_a = 1.0 - np.abs(a_x - a_f) / (np.pi / 2.0)
     gam_g, k_g, s_g = _Q_G
     gam_a, k_a, s_a = _Q_A
@@ -357,19 +386,25 @@ def _edge_preservation(
 
 
 def qabf(a: ImageLike, b: ImageLike, f: ImageLike) -> float:
-    """Gradient-based fusion performance Q^{AB/F} (dimensionless, 0 <= Qabf < 0.975).
+    """Gradient-based fusion performance Q^{AB/F} (dimensionless, 0 <= Qabf < 0.9753).
 
-    Sobel responses ``s_x, s_y`` (3x3, symmetric border) give the edge strength
-    ``g = sqrt(s_x^2 + s_y^2)`` and orientation ``alpha = arctan(s_y / s_x)`` (pi/2 where
-    ``s_x = 0``). For a source X: relative strength ``G = min(g_X, g_F) / max(g_X, g_F)``
-    (0 where both are 0), relative orientation ``A = 1 - |alpha_X - alpha_F| / (pi/2)``, and
-    edge preservation ``Q_XF = Gamma_g/(1+e^{kappa_g (G-sigma_g)}) * Gamma_a/(1+e^{kappa_a
-    (A-sigma_a)})`` with Gamma_g=0.9994, kappa_g=-15, sigma_g=0.5, Gamma_a=0.9879, kappa_a=-22,
-    sigma_a=0.8. Pair value: ``Qabf = sum(Q_AF w_A + Q_BF w_B) / sum(w_A + w_B)`` with weights
-    ``w_X = g_X^L``, L = 1 (a strength-weighted average over both sources). Perfect
-    preservation scores Q_max = 0.9748 (the product of the two sigmoids at G = A = 1).
-    Source: Xydeas & Petrovic, "Objective image fusion performance measure", Electron. Lett.
-    36(4), 2000. Returns NaN when both sources have no edges at all (constant images).
+    Sobel responses by *convolution* with zero padding, as the reference MATLAB code
+    (``conv2(x, h, 'same')``): ``s_x = h3 * x`` with ``h3 = [-1 0 1; -2 0 2; -1 0 1]`` and
+    ``s_y = h1 * x`` with ``h1 = [1 2 1; 0 0 0; -1 -2 -1]`` (convolution flips the kernels, so
+    ``s_x`` is minus the correlation with the Sobel x-kernel and ``s_y`` the correlation with
+    the Sobel y-kernel), on 8-bit grey levels 0..255. Edge strength ``g = sqrt(s_x^2 + s_y^2)``,
+    orientation ``alpha = arctan(s_y / s_x)`` (pi/2 where ``s_x = 0``): the sign convention
+    matters where one image's ``s_x`` is 0 and the other's is not. For a source X: relative
+    strength ``G = min(g_X, g_F) / max(g_X, g_F)``, except where ``g_X = g_F``, where the
+    reference code takes ``G = g_F`` (0 where both are 0; at least 1 elsewhere on 8-bit images,
+    where the sigmoid below is then within 0.06 % of its value at 1); relative orientation
+    ``A = 1 - |alpha_X - alpha_F| / (pi/2)``, and edge preservation ``Q_XF =
+    Gamma_g/(1+e^{kappa_g (G-sigma_g)}) * Gamma_a/(1+e^{kappa_a (A-sigma_a)})`` with
+    Gamma_g=0.9994, kappa_g=-15, sigma_g=0.5, Gamma_a=0.9879, kappa_a=-22, sigma_a=0.8. Pair
+    value: ``Qabf = sum(Q_AF w_A + Q_BF w_B) / sum(w_A + w_B)`` with weights ``w_X = g_X^L``,
+    L = 1. Source: Xydeas & Petrovic, "Objective image fusion performance measure", Electron.
+    Lett. 36(4), 2000; conventions of the reference code (``Qabf.m``/``analysis_Qabf.m``, as
+    used by the VIFB benchmark). Returns NaN when both sources have no edges (constant images).
     """
     a8, b8, f8 = (x.astype(np.float64) for x in _triple(a, b, f))
     g_a, al_a = _edge_strength_orientation(a8)
@@ -478,8 +513,9 @@ def _fmi_feature(x8: np.ndarray, feature: str) -> np.ndarray:
     if feature == "pixel":
         return x
     if feature == "gradient":
-        gy, gx = np.gradient(x)
-        return np.sqrt(gx**2 + gy**2)
+        # MATLAB's one-output ``gradient(x)``: the x-derivative only (along rows), central
+        # differences inside and one-sided ones on the first and last columns
+        return np.gradient(x, axis=1)
     if feature == "edge":
         sx = ndimage.correlate(x, _SOBEL_X / 8.0, mode="nearest")
         sy = ndimage.correlate(x, _SOBEL_Y / 8.0, mode="nearest")
@@ -488,10 +524,14 @@ def _fmi_feature(x8: np.ndarray, feature: str) -> np.ndarray:
     raise ValueError(f"feature must be 'pixel', 'gradient' or 'edge', got {feature!r}")
 
 
-def _window_pdfs(x: np.ndarray, w: int) -> np.ndarray:
-    """(number of windows, w*w): each w x w window (column-major order) as a pdf over positions."""
+def _windows(x: np.ndarray, w: int) -> np.ndarray:
+    """(number of windows, w*w): every w x w window ('valid'), pixels in column-major order."""
     win = np.lib.stride_tricks.sliding_window_view(x, (w, w))
-    win = np.swapaxes(win, -1, -2).reshape(-1, w * w)
+    return np.swapaxes(win, -1, -2).reshape(-1, w * w)
+
+
+def _window_pdfs(win: np.ndarray) -> np.ndarray:
+    """Windows (N, n) -> pdfs over the n positions: min-max normalised (flat: ones), sum 1."""
     lo = win.min(axis=1, keepdims=True)
     rng = win.max(axis=1, keepdims=True) - lo
     norm = np.where(rng > 0, (win - lo) / np.where(rng > 0, rng, 1.0), 1.0)
@@ -536,30 +576,33 @@ def _fmi_windows(px: np.ndarray, pf: np.ndarray) -> np.ndarray:
     joint_pdf = padded[:, 1:, 1:] - padded[:, :-1, 1:] - padded[:, 1:, :-1] + padded[:, :-1, :-1]
     hxf = _plogp_abs(joint_pdf, axis=(1, 2))
     total = hx + hf
-    out = np.where(total > 0, 2.0 * (total - hxf) / np.where(total > 0, total, 1.0), 1.0)
-    # Identical patches carry all of each other's information (X = F); this also covers two
-    # flat patches, whose correlation is undefined.
-    return np.where(np.all(px == pf, axis=1), 1.0, out)
+    mi = total - hxf
+    # the reference returns 0 where the mutual information is 0, e.g. two equal one-hot pdfs
+    # (entropies 0) or two flat patches of different values (independent uniform pdfs)
+    ok = (total > 0) & (mi != 0)
+    return np.where(ok, 2.0 * mi / np.where(ok, total, 1.0), 0.0)
 
 
 def fmi(a: ImageLike, b: ImageLike, f: ImageLike, feature: str = "pixel", window: int = 3) -> float:
     """Feature mutual information FMI (dimensionless, 1 for F = A = B), windowed ("fast") form.
 
-    Features: ``"pixel"`` the 8-bit grey levels, ``"gradient"`` the gradient magnitude
-    ``sqrt(gx^2 + gy^2)`` from central differences, ``"edge"`` a binary Sobel edge map
-    (squared Sobel magnitude, replicated border, above 4x its image mean: MATLAB ``edge``'s
-    default threshold, without its thinning). In every ``window x window`` window (default 3,
-    'valid' positions only, pixels in column-major order as in the reference MATLAB code)
-    each feature patch is min-max
-    normalised (a flat patch becomes all ones) and divided by its sum, giving a pdf ``p`` over
-    the window positions 1..n. The joint pdf of (X, F) is built from the marginal cdfs with
-    Nelsen's method: ``H = theta M + (1 - theta) F_X F_F`` with M the upper Frechet bound
-    ``min(u, v)`` if the correlation ``c`` of the two pdf vectors is >= 0, else the lower bound
-    ``max(u + v - 1, 0)``, and ``theta = c sd_X sd_F / sum_{i,j} (M - F_X F_F)`` (Hoeffding);
-    joint entropy ``-sum h log2|h|`` over the differenced joint pdf. Per window
-    ``FMI_XF = 2 I(X;F) / (H(X) + H(F))``, set to 1 where the two pdfs are identical (the
-    reference code's special case; it covers two flat patches, whose correlation is undefined)
-    or where both entropies are 0.
+    Follows the reference MATLAB code ``fmi.m`` (Haghighat). Features: ``"pixel"`` the 8-bit
+    grey levels (the reference's ``'none'``), ``"gradient"`` MATLAB's one-output
+    ``gradient(x)``, i.e. the signed horizontal derivative ``dF/dx`` (central differences
+    inside, one-sided on the first and last columns; not the gradient magnitude), ``"edge"`` a
+    binary Sobel edge map (squared Sobel magnitude, replicated border, above 4x its image mean:
+    MATLAB ``edge``'s default threshold, without its thinning). In every ``window x window``
+    window (default 3, 'valid' positions only, pixels in column-major order): if the X and F
+    windows are equal, ``FMI_XF = 1``. Otherwise each patch is min-max normalised (a flat patch
+    becomes all ones) and divided by its sum, giving a pdf ``p`` over the window positions
+    1..n. The joint pdf of (X, F) is built from the marginal cdfs with Nelsen's method:
+    ``H = theta M + (1 - theta) F_X F_F`` with M the upper Frechet bound ``min(u, v)`` if the
+    correlation ``c`` of the two pdf vectors is >= 0, else the lower bound ``max(u + v - 1, 0)``,
+    and ``theta = c sd_X sd_F / sum_{i,j} (M - F_X F_F)`` (Hoeffding); joint entropy
+    ``-sum h log2|h|`` over the differenced joint pdf. Per window ``FMI_XF = 2 I(X;F) / (H(X) +
+    H(F))``, and 0 where ``I(X;F) = 0``: two different windows whose pdfs are the same one-hot
+    vector (one non-zero pixel at the same place, e.g. in the background) have both entropies 0
+    and score 0, and so do two flat windows of different values.
     Pair value: ``FMI = mean over windows of (FMI_AF + FMI_BF) / 2`` (an average).
     Sources: Haghighat, Aghagolzadeh & Seyedarabi, Comput. Electr. Eng. 37(5), 2011;
     Haghighat & Razian, "Fast-FMI", IEEE AICT 2014.
@@ -570,17 +613,18 @@ def fmi(a: ImageLike, b: ImageLike, f: ImageLike, feature: str = "pixel", window
         raise ValueError(f"feature must be 'pixel', 'gradient' or 'edge', got {feature!r}")
     a8, b8, f8 = _triple(a, b, f)
     _require_min_size(a8, max(window, 3), "FMI")
-    pa = _window_pdfs(_fmi_feature(a8, feature), window)
-    pb = _window_pdfs(_fmi_feature(b8, feature), window)
-    pf = _window_pdfs(_fmi_feature(f8, feature), window)
-    return 0.5 * (_fmi_sum(pa, pf) + _fmi_sum(pb, pf)) / pf.shape[0]
+    wa = _windows(_fmi_feature(a8, feature), window)
+    wb = _windows(_fmi_feature(b8, feature), window)
+    wf = _windows(_fmi_feature(f8, feature), window)
+    return 0.5 * (_fmi_sum(wa, wf) + _fmi_sum(wb, wf)) / wf.shape[0]
 
 
-def _fmi_sum(px: np.ndarray, pf: np.ndarray, chunk: int = 1024) -> float:
-    """Sum over windows of FMI_XF; identical windows score 1 without computation, the others
-    in small chunks (the (chunk, n, n) temporaries then stay in the CPU cache)."""
-    same = np.all(px == pf, axis=1)
-    px, pf = px[~same], pf[~same]
+def _fmi_sum(wx: np.ndarray, wf: np.ndarray, chunk: int = 1024) -> float:
+    """Sum over windows of FMI_XF from the raw feature windows (N, n): windows equal in X and F
+    score 1 (the reference's ``if aSub == fSub``), the others are computed in small chunks (the
+    (chunk, n, n) temporaries then stay in the CPU cache)."""
+    same = np.all(wx == wf, axis=1)
+    px, pf = _window_pdfs(wx[~same]), _window_pdfs(wf[~same])
     total = float(same.sum())
     for s in range(0, px.shape[0], chunk):
         total += float(_fmi_windows(px[s : s + chunk], pf[s : s + chunk]).sum())

@@ -98,7 +98,26 @@ def test_sd_sf_ag_closed_form():
     stripes = np.zeros((8, 8), np.uint8)
     stripes[:, 1::2] = 255  # every horizontal neighbour differs by 255, vertical ones by 0
     assert M.sf(stripes) == pytest.approx(255.0)
-    assert M.ag(stripes) == pytest.approx(255.0 / math.sqrt(2.0))
+    assert M.ag(stripes, "forward") == pytest.approx(255.0 / math.sqrt(2.0))
+
+
+def test_ag_two_definitions_by_hand():
+    # 8x8 columns alternating 0 / 255. Forward differences: |dx| = 255 at all 7x7 pixels, so
+    # AG = 255/sqrt(2). Central differences (MATLAB/NumPy gradient): inner columns have equal
+    # neighbours (dx = 0), the two border columns one-sided |dx| = 255: 16 pixels of
+    # 255/sqrt(2), summed and divided by (8-1)(8-1).
+    stripes = np.zeros((8, 8), np.uint8)
+    stripes[:, 1::2] = 255
+    assert M.ag(stripes, "forward") == pytest.approx(255.0 / math.sqrt(2.0))
+    assert M.ag(stripes, "central") == pytest.approx(16 * 255.0 / math.sqrt(2.0) / 49.0)
+    assert M.ag(stripes) == M.ag(stripes, "central")  # the default, used by the tables
+    # a ramp 3j on 5x4: every difference is 3 under both; forward averages 4x3 values,
+    # central sums 5x4 values and divides by 4x3
+    ramp = np.tile(np.arange(4, dtype=np.uint8) * 3, (5, 1))
+    assert M.ag(ramp, "forward") == pytest.approx(3.0 / math.sqrt(2.0))
+    assert M.ag(ramp, "central") == pytest.approx(20 * 3.0 / math.sqrt(2.0) / 12.0)
+    with pytest.raises(ValueError, match="definition"):
+        M.ag(ramp, "sobel")
 
 
 def test_mi_of_image_with_itself_is_its_entropy(triples):
@@ -124,14 +143,16 @@ def test_fusion_mi_is_sum_of_the_two_terms(triples):
 
 def test_qabf_closed_forms(triples):
     a, b, f, _ = triples[0]
-    assert M.qabf(a, a, a) == pytest.approx(Q_MAX, abs=1e-12)
+    # F = A = B: G = g_F >= 1 wherever there is an edge (the reference's equal-strength
+    # case), A = 1: every pixel scores between Q_MAX (G = 1) and Gamma_g * Q_a(1)
+    assert Q_MAX <= M.qabf(a, a, a) <= 0.9994 * Q_MAX / (0.9994 / (1 + math.exp(-7.5)))
     q = M.qabf(a, b, a)
     g_a = np.hypot(ndimage.sobel(a.astype(float), 1), ndimage.sobel(a.astype(float), 0))
     g_b = np.hypot(ndimage.sobel(b.astype(float), 1), ndimage.sobel(b.astype(float), 0))
     lower = Q_MAX * g_a.sum() / (g_a.sum() + g_b.sum())
     assert lower <= q <= Q_MAX
     for _, _, fused, _ in triples:
-        assert 0.0 <= M.qabf(a, b, fused) <= Q_MAX
+        assert 0.0 <= M.qabf(a, b, fused) <= 0.9754
 
 
 def test_scd_closed_form():
@@ -247,18 +268,29 @@ def _crop(x: np.ndarray, r0: int, c0: int, n: int) -> np.ndarray:
 
 
 def _qabf_literal(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
-    """Xydeas & Petrovic (2000), transcribed pixel by pixel."""
+    """Xydeas & Petrovic (2000) as the reference MATLAB code computes it, pixel by pixel:
+    ``conv2(x, h, 'same')`` (zero padding, out(i, j) = sum_kl x(i-k, j-l) h(k, l)) with
+    h3 = [-1 0 1; -2 0 2; -1 0 1] (x) and h1 = [1 2 1; 0 0 0; -1 -2 -1] (y), G = g_F where
+    g_X = g_F."""
+    h3 = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
+    h1 = [[1, 2, 1], [0, 0, 0], [-1, -2, -1]]
+
+    def conv2_same(x, h):
+        hgt, wid = x.shape
+        out = np.zeros((hgt, wid))
+        for i in range(hgt):
+            for j in range(wid):
+                acc = 0.0
+                for k in (-1, 0, 1):
+                    for m in (-1, 0, 1):
+                        ii, jj = i - k, j - m
+                        if 0 <= ii < hgt and 0 <= jj < wid:
+                            acc += float(x[ii, jj]) * h[k + 1][m + 1]
+                out[i, j] = acc
+        return out
 
     def sobel(x):
-        p = np.pad(x.astype(float), 1, mode="symmetric")
-        h, w = x.shape
-        sx, sy = np.zeros((h, w)), np.zeros((h, w))
-        for i in range(h):
-            for j in range(w):
-                n = p[i : i + 3, j : j + 3]
-                sx[i, j] = (n[0, 2] + 2 * n[1, 2] + n[2, 2]) - (n[0, 0] + 2 * n[1, 0] + n[2, 0])
-                sy[i, j] = (n[2, 0] + 2 * n[2, 1] + n[2, 2]) - (n[0, 0] + 2 * n[0, 1] + n[0, 2])
-        return sx, sy
+        return conv2_same(x, h3), conv2_same(x, h1)
 
     def strength_angle(x):
         sx, sy = sobel(x)
@@ -274,10 +306,10 @@ def _qabf_literal(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     num = den = 0.0
     for idx in np.ndindex(a.shape):
         for gx, ax in ((ga, aa), (gb, ab)):
-            if gx[idx] == 0 and gf[idx] == 0:
-                g_rel = 0.0
-            elif gx[idx] > gf[idx]:
+            if gx[idx] > gf[idx]:
                 g_rel = gf[idx] / gx[idx]
+            elif gx[idx] == gf[idx]:
+                g_rel = gf[idx]
             else:
                 g_rel = gx[idx] / gf[idx]
             a_rel = 1 - abs(ax[idx] - af[idx]) / (math.pi / 2)
@@ -292,6 +324,35 @@ def test_qabf_agrees_with_literal_transcription(triples):
     for a, b, f, label in triples[:2]:
         crop = [_crop(x, 100, 90, 40) for x in (a, b, f)]
         assert M.qabf(*crop) == pytest.approx(_qabf_literal(*crop), abs=1e-10), label
+
+
+def test_qabf_sobel_by_convolution_by_hand():
+    # a ramp rising to the right and downwards: x(i, j) = 10 j + 3 i. conv2 with h3 flips the
+    # kernel: at the centre s_x = (col 0 - col 2) weighted 1, 2, 1 = 4 * (0 - 20) = -80;
+    # conv2 with h1 = bottom row - top row weighted 1, 2, 1 = 4 * (6 - 0) = +24
+    x = np.array([[10.0 * j + 3.0 * i for j in range(3)] for i in range(3)])
+    g, alpha = M._edge_strength_orientation(x)
+    assert g[1, 1] == pytest.approx(math.hypot(80.0, 24.0))
+    assert alpha[1, 1] == pytest.approx(math.atan(24.0 / -80.0))  # correlation: atan(24/80)
+    # zero padding: the top-left corner sees only x(0..1, 0..1) = [[0, 10], [3, 13]]
+    assert g[0, 0] == pytest.approx(math.hypot(-(2 * 10 + 13), -(2 * 3 + 13)))
+
+
+def test_qabf_orientation_where_one_x_response_is_zero():
+    # A: horizontal stripes (s_x = 0 everywhere, alpha = pi/2); F: a diagonal ramp whose
+    # x-response is non-zero. Convolution and correlation give alpha_F of opposite signs, so
+    # the orientation term differs; the value must match the reference transcription.
+    i, j = np.mgrid[0:12, 0:12]
+    a = ((i // 3) % 2 * 200).astype(np.uint8)
+    f = np.clip(a.astype(int) + 6 * j + 4 * i, 0, 255).astype(np.uint8)
+    ref = _qabf_literal(a, a, f)
+    assert M.qabf(a, a, f) == pytest.approx(ref, abs=1e-12)
+    # the correlation convention (x-response of the other sign) gives another value
+    g_f, al_f = M._edge_strength_orientation(f.astype(float))
+    g_a, al_a = M._edge_strength_orientation(a.astype(float))
+    al_f_corr = np.where(al_f == math.pi / 2, al_f, -al_f)  # s_x of the other sign
+    q_corr = (M._edge_preservation(g_a, al_a, g_f, al_f_corr) * g_a).sum() / g_a.sum()
+    assert abs(q_corr - ref) > 1e-3, (q_corr, ref)
 
 
 def _vifp_literal(ref: np.ndarray, dist: np.ndarray) -> float:
@@ -353,9 +414,9 @@ def _fmi_window_literal(x: np.ndarray, f: np.ndarray) -> float:
             v = (v - v.min()) / (v.max() - v.min())
         return v / v.sum()
 
-    p, q = pdf(x), pdf(f)
-    if np.array_equal(p, q):
+    if np.array_equal(x, f):  # the reference's ``if aSub == fSub``: equal windows score 1
         return 1.0
+    p, q = pdf(x), pdf(f)
     n = len(p)
     k = np.arange(1, n + 1)
     sd_p = math.sqrt(abs((k**2 * p).sum() - (k * p).sum() ** 2))
@@ -384,9 +445,10 @@ def _fmi_window_literal(x: np.ndarray, f: np.ndarray) -> float:
                 h_joint -= h * math.log2(abs(h))
     hp = -sum(v * math.log2(v) for v in p if v > 0)
     hq = -sum(v * math.log2(v) for v in q if v > 0)
-    if hp + hq == 0:
-        return 1.0
-    return 2 * (hp + hq - h_joint) / (hp + hq)
+    mi = hp + hq - h_joint
+    if abs(mi) < 1e-15:  # the reference's ``if mi == 0``, up to rounding
+        return 0.0
+    return 2 * mi / (hp + hq)
 
 
 def _fmi_literal(a, b, f, w=3):
@@ -414,10 +476,43 @@ def test_fmi_gradient_agrees_with_literal_transcription(triples):
     crop = [_crop(x, 60, 60, 12) for x in (a, b, f)]
     # the package computes the feature on the whole crop; compare on the crop's own gradient
     feats = []
-    for x in crop:
-        gy, gx = np.gradient(x.astype(float))
-        feats.append(np.sqrt(gx**2 + gy**2))
+    for x in crop:  # MATLAB's one-output gradient(x): the x-derivative only, written out
+        x = x.astype(float)
+        gx = np.empty_like(x)
+        gx[:, 1:-1] = (x[:, 2:] - x[:, :-2]) / 2.0
+        gx[:, 0] = x[:, 1] - x[:, 0]
+        gx[:, -1] = x[:, -1] - x[:, -2]
+        feats.append(gx)
     assert M.fmi(*crop, feature="gradient") == pytest.approx(_fmi_literal(*feats), abs=1e-9)
+
+
+def test_fmi_one_hot_and_flat_windows_score_zero_by_hand():
+    # one 3x3 window: A and B have one bright pixel at the centre, F a brighter one. The raw
+    # windows differ, the normalised pdfs are the same one-hot vector: both entropies are 0,
+    # I = 0, and the reference code returns 0 (not 1)
+    a = np.zeros((3, 3), np.uint8)
+    a[1, 1] = 5
+    f = a.copy()
+    f[1, 1] = 9
+    assert M.fmi(a, a, f) == 0.0
+    assert M.fmi(a, a, a) == 1.0  # equal windows
+    # flat windows of different values: uniform independent pdfs, I = 0, FMI 0
+    assert M.fmi(
+        np.full((3, 3), 3, np.uint8), np.full((3, 3), 3, np.uint8), np.full((3, 3), 7, np.uint8)
+    ) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_fmi_gradient_feature_is_the_signed_x_derivative_by_hand():
+    # A = B: horizontal stripes, F = A transposed. The x-derivative of A is 0 everywhere and
+    # that of F is 50 everywhere: two flat windows of different values, FMI 0. (With the
+    # gradient magnitude both features would be 50 everywhere and FMI would be 1.)
+    a = np.array([[0, 0, 0], [50, 50, 50], [100, 100, 100]], np.uint8)
+    assert M.fmi(a, a, a.T.copy(), feature="gradient") == pytest.approx(0.0, abs=1e-12)
+    # a ramp and twice the ramp: the x-derivatives 10, 20, 30 and 20, 40, 60 per row are
+    # different windows with equal non-degenerate pdfs; with c = 1 Nelsen's theta is 1, the
+    # joint pdf is the diagonal, I = H and FMI = 1
+    r = np.tile(np.array([0, 10, 40], np.uint8), (3, 1))
+    assert M.fmi(r, r, 2 * r, feature="gradient") == pytest.approx(1.0, abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------------
