@@ -80,9 +80,10 @@ class ExplorerResult(NamedTuple):
 class _SplitDecoder:
     """The reconstructor split after its first (linear) convolution, for exact fast blends.
 
-    ``first(f)`` is that convolution without its bias, (N, C, H, W) -> (N, C', H, W);
-    ``rest(w1 * g1 + w2 * g2)`` adds the bias and runs the remaining layers; the pair equals
-    ``model.decode(w1 * f1 + w2 * f2)`` to float rounding, for any scalars w1, w2.
+    With ``L`` that convolution without its bias ``b``, :meth:`prepare` turns a pair's features
+    into ``d = L f1 - L f2`` and ``g = L f2 + b``; :meth:`blend` then gives
+    ``model.decode(w1 * f1 + w2 * f2)`` (to float rounding) for any scalars w1, w2, from
+    ``w1 * d + g`` (one pass when ``w1 + w2 = 1``) and the remaining layers, ReLUs included.
     """
 
     def __init__(self, conv: nn.Conv2d, rest: nn.Module) -> None:
@@ -106,17 +107,26 @@ class _SplitDecoder:
             split.rest = split.rest.to(memory_format=torch.channels_last)
         return split
 
-    def first(self, f: torch.Tensor) -> torch.Tensor:
+    def _bias(self) -> torch.Tensor | float:
+        b = self.conv.bias
+        return 0.0 if b is None else b.view(1, -1, 1, 1)
+
+    def prepare(self, f1: torch.Tensor, f2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features (1, C, H, W) x 2 -> ``d = L f1 - L f2``, ``g = L f2 + b`` (1, C', H, W)."""
         c = self.conv
-        f = f.to(c.weight.dtype)
+        f = torch.cat([f1, f2]).to(c.weight.dtype)
         if self.channels_last:
             f = f.contiguous(memory_format=torch.channels_last)
-        return F.conv2d(f, c.weight, None, c.stride, c.padding, c.dilation, c.groups)
+        lf1, lf2 = F.conv2d(f, c.weight, None, c.stride, c.padding, c.dilation, c.groups).chunk(2)
+        return lf1 - lf2, lf2 + self._bias()
 
-    def blend(self, g1: torch.Tensor, g2: torch.Tensor, w1: float, w2: float) -> torch.Tensor:
-        x = torch.add(g1 * w1, g2, alpha=w2)
-        if self.conv.bias is not None:
-            x += self.conv.bias.view(1, -1, 1, 1)
+    def blend(self, d: torch.Tensor, g: torch.Tensor, w1: float, w2: float) -> torch.Tensor:
+        """``decode(w1 * f1 + w2 * f2)`` from :meth:`prepare`'s ``d`` and ``g`` (unclamped)."""
+        if abs(w1 + w2 - 1.0) < 1e-12:
+            x = torch.add(g, d, alpha=w1)  # L(w1 f1 + w2 f2) + b = g + w1 d
+        else:  # w1 d + (w1 + w2) L f2 + b, with L f2 = g - b
+            x = torch.add(g * (w1 + w2), d, alpha=w1)
+            x += (1.0 - (w1 + w2)) * self._bias()
         return self.rest(x)
 
 
@@ -427,7 +437,7 @@ class FusionExplorer:
         if pair_index not in self._first:
             f1, f2 = self.features(pair_index)
             with torch.inference_mode():
-                self._first[pair_index] = (self._split.first(f1), self._split.first(f2))
+                self._first[pair_index] = self._split.prepare(f1, f2)
         return self._first[pair_index]
 
     def weights(self, pair_index: int, strategy: str, temperature: float | None = None) -> tuple:
@@ -471,9 +481,9 @@ class FusionExplorer:
             f1, f2 = self.features(pair_index)
             with torch.inference_mode():
                 return self._decode_features(w1 * f1 + w2 * f2)
-        g1, g2 = self._first_conv(pair_index)
+        d, g = self._first_conv(pair_index)
         with torch.inference_mode():
-            out = self._split.blend(g1, g2, w1, w2).clamp(0, 1)[0].cpu()
+            out = self._split.blend(d, g, w1, w2).clamp_(0, 1)[0].cpu()
         self.decodes += 1
         return out
 
@@ -546,19 +556,43 @@ class FusionExplorer:
         zoom: int = 1,
         strategy: str = "sfnn-max",
         temperature: float | None = None,
+        which: Sequence[str] = ("first", "second", "fused", "view"),
     ) -> dict[str, bytes]:
-        """PNG bytes of the four panels: ``first``, ``second``, ``fused`` and ``view``.
+        """PNG bytes of the panels named in ``which``: ``first``, ``second``, ``fused``, ``view``.
 
         ``view`` is one of :data:`VIEWS`: the W1 map (viridis, 0..1), or a difference (red:
         fused brighter, blue: darker, -0.5..0.5) with the first image, the second one (its luma)
         or the strategy's own ``auto`` fusion.
         """
         p = self._pair(pair_index)
+        out = {}
+        if "first" in which:
+            out["first"] = image_bytes(p.a, zoom=zoom)
+        if "second" in which:
+            out["second"] = image_bytes(p.b, zoom=zoom)
+        if "fused" in which:
+            out["fused"] = image_bytes(result.fused, zoom=zoom)
+        if "view" in which:
+            out["view"] = self._view(pair_index, result, view, zoom, strategy, temperature)
+        return out
+
+    def _view(
+        self,
+        pair_index: int,
+        result: ExplorerResult,
+        view: str,
+        zoom: int,
+        strategy: str,
+        temperature: float | None,
+    ) -> bytes:
+        p = self._pair(pair_index)
         y = self._fused_luma(result, p)
+        w1 = result.weights[0]
+        if view == "W1 map" and (w1 is None or w1.numel() == 1):  # uniform: a small image
+            value = 0.5 if w1 is None else float(w1)
+            return image_bytes(np.full((8, 8), value), cmap=None if w1 is None else "viridis")
         if view == "W1 map":
-            wmap = _weight_map(result.weights[0], tuple(y.shape[-2:]))
-            wmap = np.full(y.shape[-2:], 0.5) if wmap is None else wmap
-            view_png = image_bytes(wmap, cmap="viridis", zoom=zoom)
+            view_png = image_bytes(_weight_map(w1, tuple(y.shape[-2:])), cmap="viridis", zoom=zoom)
         else:
             if view == "fused - first":
                 ref = p.a
@@ -570,12 +604,7 @@ class FusionExplorer:
             else:
                 raise ValueError(f"unknown view {view!r}; choose from {VIEWS}")
             view_png = image_bytes(y - ref, cmap="RdBu_r", lo=-0.5, hi=0.5, zoom=zoom)
-        return {
-            "first": image_bytes(p.a, zoom=zoom),
-            "second": image_bytes(p.b, zoom=zoom),
-            "fused": image_bytes(result.fused, zoom=zoom),
-            "view": view_png,
-        }
+        return view_png
 
     @staticmethod
     def _fused_luma(result: ExplorerResult, p: _Pair) -> torch.Tensor:
@@ -607,15 +636,11 @@ class FusionExplorer:
             c["temperature"].disabled = c["strategy"].value != "sfnn-spatial"
             if c["auto"].value and w_auto is not None and w_auto.numel() == 1:
                 c["w1"].value = round(float(w_auto), 2)  # the strategy's W1 on the slider
-            pngs = self.panels(
-                c["pair"].value,
-                res,
-                c["view"].value,
-                int(c["zoom"].value),
-                c["strategy"].value,
-                temp,
-            )
-            if shown["pair"] != c["pair"].value or shown["zoom"] != c["zoom"].value:
+            sources = shown["pair"] != c["pair"].value or shown["zoom"] != c["zoom"].value
+            which = ("first", "second", "fused", "view") if sources else ("fused", "view")
+            args = (c["view"].value, int(c["zoom"].value), c["strategy"].value, temp, which)
+            pngs = self.panels(c["pair"].value, res, *args)
+            if sources:
                 c["first"].value, c["second"].value = pngs["first"], pngs["second"]
                 shown.update(pair=c["pair"].value, zoom=c["zoom"].value)
                 _label_sources(c, self._pair(c["pair"].value).modalities)
