@@ -1,6 +1,6 @@
 """Benchmark: latencies of chapter 7's fusion explorer (the ipywidgets callback, no browser).
 
-Run ``python -m benchmarks.bench_explorer [--weights dilran-paper] [--size 256]``. Uses two torch
+Run ``python -m benchmarks.bench_explorer [--weights dilran-paper]``. Uses two torch
 threads, the shipped weights, and the atlas's MRI-CT test pairs when ``$DILRAN_DATA`` points at it
 (else the phantom). It builds the widget and drives its controls as a reader would, timing each
 step by CPU time of the process (all threads) and wall time:
@@ -69,7 +69,7 @@ def _set(controls: dict, name: str, value) -> dict:
     return _timed(lambda: setattr(controls[name], "value", value))
 
 
-def run(weights: str, size: int, moves: int) -> dict:
+def run(weights: str, moves: int) -> dict:
     ds = load_pairs("mri-ct", "series/test", n_phantom=3)
     model = pretrained(weights)
     load_before = os.getloadavg()
@@ -123,12 +123,14 @@ def run(weights: str, size: int, moves: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="dilran-paper")
-    parser.add_argument("--size", type=int, default=256, help="(informative: the data's size)")
     parser.add_argument("--moves", type=int, default=8, help="slider moves to time")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--note", default="", help="a line stored with the results")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    result = run(args.weights, args.size, args.moves)
+    result = run(args.weights, args.moves)
+    if args.note:
+        result["note"] = args.note
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")

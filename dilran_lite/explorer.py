@@ -790,7 +790,8 @@ _STATIC_JS = """
     if (e.map) { map.src = e.map; map.style.visibility = "visible"; }
     else { map.removeAttribute("src"); map.style.visibility = "hidden"; }
     q("w1text").textContent = e.w1; q("w2text").textContent = e.w2; q("how").textContent = how;
-    q("w1value").textContent = (+data.w1[+slider.value]).toFixed(2);
+    q("w1value").textContent = (+data.w1[+slider.value]).toFixed(2) +
+      (auto.checked ? " (not used while auto is ticked)" : "");
     var rows = "";
     for (var k in e.m) { rows += "<td>" + k + " " + e.m[k].toFixed(3) + "</td>"; }
     q("metrics").innerHTML = rows;
