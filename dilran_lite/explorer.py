@@ -60,6 +60,7 @@ VIEWS: tuple[str, ...] = ("W1 map", "fused - first", "fused - second", "fused - 
 """What the explorer's fourth panel can show."""
 
 _CACHE_SIZE = 256  # decoded images kept (256 x 256 float32: 256 KiB each)
+_FIRST_CONV_PAIRS = 4  # pairs whose first-convolution outputs are kept (32 MiB each, paper, 256 px)
 
 
 class ExplorerResult(NamedTuple):
@@ -170,7 +171,7 @@ def w1_grid(
         for w in w1_values:
             fused_f = fuse_features(f1, f2, strategy, weights=float(w))
             out.append(model.decode(fused_f).clamp(0, 1)[0].cpu().clone())
-    return [o.clone() for o in out]
+    return out
 
 
 def _weight_summary(w1: torch.Tensor | None, w2: torch.Tensor | None = None) -> str:
@@ -368,7 +369,7 @@ class FusionExplorer:
         self._split = _SplitDecoder.of(model)
         self._images: dict[int, _Pair] = {}
         self._features: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._first: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._first: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._weights: dict[tuple, tuple] = {}
         self._fused: OrderedDict[tuple, tuple[torch.Tensor, dict[str, float]]] = OrderedDict()
         self.controls: dict[str, Any] = {}
@@ -438,6 +439,9 @@ class FusionExplorer:
             f1, f2 = self.features(pair_index)
             with torch.inference_mode():
                 self._first[pair_index] = self._split.prepare(f1, f2)
+            while len(self._first) > _FIRST_CONV_PAIRS:
+                self._first.popitem(last=False)
+        self._first.move_to_end(pair_index)
         return self._first[pair_index]
 
     def weights(self, pair_index: int, strategy: str, temperature: float | None = None) -> tuple:
