@@ -123,7 +123,7 @@ class _SplitDecoder:
 
     def blend(self, d: torch.Tensor, g: torch.Tensor, w1: float, w2: float) -> torch.Tensor:
         """``decode(w1 * f1 + w2 * f2)`` from :meth:`prepare`'s ``d`` and ``g`` (unclamped)."""
-        if abs(w1 + w2 - 1.0) < 1e-12:
+        if abs(w1 + w2 - 1.0) < 1e-6:  # float32 weights that sum to 1 up to rounding
             x = torch.add(g, d, alpha=w1)  # L(w1 f1 + w2 f2) + b = g + w1 d
         else:  # w1 d + (w1 + w2) L f2 + b, with L f2 = g - b
             x = torch.add(g * (w1 + w2), d, alpha=w1)
@@ -791,8 +791,8 @@ _STATIC_JS = """
     q("first").src = p.first; q("second").src = p.second; q("fused").src = e.img;
     q("label1").textContent = p.modalities[0]; q("label2").textContent = p.modalities[1];
     var map = q("map");
-    if (e.map) { map.src = e.map; map.style.visibility = "visible"; }
-    else { map.removeAttribute("src"); map.style.visibility = "hidden"; }
+    if (e.map) { map.src = e.map; } else { map.removeAttribute("src"); }
+    map.style.visibility = q("t4").style.visibility = e.map ? "visible" : "hidden";
     q("w1text").textContent = e.w1; q("w2text").textContent = e.w2; q("how").textContent = how;
     q("w1value").textContent = (+data.w1[+slider.value]).toFixed(2) +
       (auto.checked ? " (not used while auto is ticked)" : "");
