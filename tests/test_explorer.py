@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 import torch
 
+from dilran_lite import fusion
+from dilran_lite.color import rgb_to_ycbcr, ycbcr_to_rgb
 from dilran_lite.explorer import (
+    VIEWS,
     ExplorerResult,
     FusionExplorer,
+    image_bytes,
     metrics_table_html,
     result_figure,
+    static_explorer_html,
     w1_grid,
 )
-from dilran_lite.fusion import sfnn_weights
+from dilran_lite.fusion import STRATEGIES, fuse_features, sfnn_weights
 from dilran_lite.model import build_model
 from dilran_lite.phantom import PhantomDataset
 
@@ -144,23 +152,144 @@ def test_widget_builds_and_slider_redraws(explorer):
     c = explorer.controls
     assert isinstance(c["w1"], widgets.FloatSlider) and isinstance(c["auto"], widgets.Checkbox)
     assert isinstance(c["pair"], widgets.Dropdown) and isinstance(c["strategy"], widgets.Dropdown)
-    assert isinstance(c["image"], widgets.Image) and c["image"].value[:4] == b"\x89PNG"
-    assert "<table" in c["table"].value
+    for k in ("first", "second", "fused", "view_image"):
+        assert isinstance(c[k], widgets.Image) and c[k].value[:4] == b"\x89PNG"
+    assert "<table" in c["table"].value and "W2 = " in c["table"].value
     assert explorer.renders == 1
-    # auto: the slider shows the strategy's W1 and is disabled
-    assert c["w1"].disabled
+    # auto: the slider shows the strategy's W1 and is disabled; T only for sfnn-spatial
+    assert c["w1"].disabled and c["temperature"].disabled
     assert c["w1"].value == pytest.approx(float(explorer.last_result.weights[0]), abs=0.01)
+    first_png = c["first"].value
 
     c["auto"].value = False
     assert not c["w1"].disabled and explorer.renders == 2
-    before = explorer.last_result
+    before, fused_png = explorer.last_result, c["fused"].value
     c["w1"].value = 0.05 if c["w1"].value > 0.5 else 0.95
     assert explorer.renders == 3
     assert float(explorer.last_result.weights[0]) == pytest.approx(c["w1"].value)
     assert not torch.allclose(before.fused, explorer.last_result.fused)
     assert before.metrics != explorer.last_result.metrics
+    assert c["fused"].value != fused_png and c["first"].value is first_png  # updated in place
 
-    c["strategy"].value = "fer"
+    c["auto"].value = True
+    c["strategy"].value = "sfnn-spatial"
+    assert not c["temperature"].disabled
+    fused_png = c["fused"].value
+    c["temperature"].value = 1.0
+    assert c["fused"].value != fused_png
+    for view in VIEWS:
+        c["view"].value = view
+    c["zoom"].value = 2
     c["pair"].value = 1
-    assert explorer.renders == 5
     assert explorer.model.encode_calls == 2
+    assert c["first"].value != first_png
+
+
+def test_split_decode_is_exact(model, dataset):
+    """The cached first convolution: the same image as model.decode(w1 f1 + w2 f2)."""
+    ex = FusionExplorer(model, dataset, metrics=())
+    assert ex._split is not None
+    f1, f2 = ex.features(0)
+    for w1, strategy in ((0.0, "average"), (0.37, "sfnn-max"), (1.0, "fer")):
+        with torch.no_grad():
+            ref = model.decode(w1 * f1 + (1 - w1) * f2).clamp(0, 1)[0]
+        assert torch.allclose(ex.update(0, strategy, w1=w1).fused, ref, atol=1e-5)
+    # add: W1 = W2 = 1, the bias of the first convolution counted once
+    with torch.no_grad():
+        ref = model.decode(f1 + f2).clamp(0, 1)[0]
+    assert torch.allclose(ex.update(0, "add").fused, ref, atol=1e-5)
+
+
+def test_weights_and_images_are_cached_per_pair_and_strategy(model, dataset, monkeypatch):
+    calls = []
+    real = fusion.sfnn_weights
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fusion, "sfnn_weights", counting)
+    ex = FusionExplorer(model, dataset, metrics=("EN",))
+    for _ in range(3):
+        ex.update(0, "sfnn-max")
+        ex.update(0, "fer")
+        ex.update(0, "sfnn-max2")
+    assert len(calls) == 2  # one per (pair, SFNN strategy)
+    decodes = ex.decodes
+    for w in (0.2, 0.4, 0.2, 0.4):
+        ex.update(0, "sfnn-max", w1=w)
+    assert ex.decodes == decodes + 2  # each W1 decoded once
+    ex.update(1, "sfnn-max")
+    assert len(calls) == 3
+
+
+def test_spatial_temperature(explorer):
+    f1, f2 = explorer.features(0)
+    for t in (0.03, 1.0):
+        w_ref, _ = STRATEGIES["sfnn-spatial"](f1, f2, temperature=t)[1]
+        w1, w2 = explorer.update(0, "sfnn-spatial", temperature=t).weights
+        assert torch.allclose(w1, w_ref) and torch.allclose(w1 + w2, torch.ones_like(w1))
+    sharp = explorer.update(0, "sfnn-spatial", temperature=0.01).weights[0]
+    soft = explorer.update(0, "sfnn-spatial", temperature=10.0).weights[0]
+    assert (sharp - 0.5).abs().mean() > (soft - 0.5).abs().mean()
+    default = explorer.update(0, "sfnn-spatial").weights[0]
+    assert torch.allclose(default, explorer.update(0, "sfnn-spatial", temperature=0.1).weights[0])
+
+
+def test_map_image_survives_cache_eviction(explorer):
+    ref = explorer.update(0, "fl1n").fused
+    explorer._fused.clear()
+    assert torch.allclose(explorer.update(0, "fl1n").fused, ref, atol=1e-6)
+    ref = explorer.update(0, "max").fused
+    explorer._fused.clear()
+    assert torch.allclose(explorer.update(0, "max").fused, ref, atol=1e-6)
+
+
+def test_colour_pairs_fuse_the_luma(model, dataset):
+    pet = PhantomDataset(n=1, size=SIZE, seed=3, modality="PET")
+    ex = FusionExplorer(model, dataset, indices=[0], metrics=("EN",)).add_pairs(pet)
+    assert len(ex) == 2 and ex.label(1).startswith("MRI-PET: ")
+    a, rgb, _ = pet[0]
+    res = ex.update(1, "sfnn-max")
+    assert res.fused.shape == (3, SIZE, SIZE)
+    y = rgb_to_ycbcr(rgb)[:1]
+    with torch.no_grad():
+        f1, f2 = model.encode(torch.stack([a, y])).chunk(2)
+        fy = model.decode(fuse_features(f1, f2, "sfnn-max")).clamp(0, 1)
+    expected = ycbcr_to_rgb(torch.cat([fy[0], rgb_to_ycbcr(rgb)[1:]]))
+    assert torch.allclose(res.fused, expected, atol=1e-5)
+    pngs = ex.panels(1, res, "fused - second", zoom=2)
+    assert all(v[:4] == b"\x89PNG" for v in pngs.values())
+
+
+def test_image_bytes():
+    import io
+
+    from PIL import Image
+
+    x = torch.linspace(0, 1, 64).reshape(1, 8, 8)
+    img = Image.open(io.BytesIO(image_bytes(x, zoom=2)))
+    assert img.size == (8, 8) and img.mode == "L"
+    img = Image.open(io.BytesIO(image_bytes(x, fmt="jpeg", cmap="viridis")))
+    assert img.format == "JPEG" and img.mode == "RGB"
+
+
+def test_static_explorer_html(model, dataset):
+    strategies = ("sfnn-max", "fer", "max")
+    grid = (0.0, 0.5, 1.0)
+    page = static_explorer_html(model, dataset, strategies, grid, metrics=("EN", "MI"))
+    assert "<script src" not in page and "http" not in page  # nothing loaded from outside
+    payload = re.search(r'type="application/json" id="dilran-explorer-data">(.*?)</script>', page)
+    data = json.loads(payload.group(1))
+    assert data["w1"] == list(grid) and len(data["pairs"]) == len(dataset)
+    p = data["pairs"][0]
+    assert set(p["auto"]) == set(strategies) and len(p["grid"]) == len(grid)
+    srcs = [p["auto"][s]["img"] for s in strategies] + [e["img"] for e in p["grid"]]
+    assert all(s.startswith("data:image/jpeg;base64,") for s in srcs)
+    assert len(set(srcs)) == len(srcs)  # every image differs
+    assert p["grid"][0]["w1"] == "0.000" and p["grid"][0]["w2"] == "1.000"
+    assert "map" in p["auto"]["fer"] and "map" not in p["auto"]["sfnn-max"]
+    assert set(p["auto"]["sfnn-max"]["m"]) == {"EN", "MI"}
+    ex = FusionExplorer(model, dataset, metrics=("EN", "MI"))
+    w1 = float(ex.update(0, "sfnn-max").weights[0])
+    assert p["auto"]["sfnn-max"]["w1"] == f"{w1:.3f}"
