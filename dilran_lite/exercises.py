@@ -647,37 +647,49 @@ def _execute(path: Path, timeout: int) -> tuple[dict[str, str], str]:
     return notebook_verdicts(nb), note
 
 
+RANK = {PASSED: 3, FAILED: 2, NOT_DONE: 1}
+
+
 def grade(folder: str | Path, out_csv: str | Path | None = None, timeout: int = 600) -> list[dict]:
-    """Execute every ``*.ipynb`` of ``folder`` (one per student, or ``STUDENT/*.ipynb``) in quick
-    mode with the solutions off, and return one row per notebook: student, notebook, each
-    exercise's status (``passed``, ``not done yet``, ``failed``; ``missing`` if it printed no
-    verdict) and a note. Written as CSV to ``out_csv`` when given."""
+    """Execute every ``*.ipynb`` under ``folder`` in quick mode with the solutions off and return
+    one row per student: each exercise's status (``passed``, ``failed``, ``not done yet``;
+    ``missing`` when no notebook printed a verdict for it) and a note on cells that raised.
+
+    A student is a subfolder (``FOLDER/ada/*.ipynb``) or a notebook directly in the folder
+    (``FOLDER/ada.ipynb``). When several notebooks report one exercise, the best status counts.
+    Written as CSV to ``out_csv`` when given."""
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder: give the folder that holds the student notebooks")
     paths = sorted(p for p in root.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
     if not paths:
         raise UserError(f"no notebooks (*.ipynb) found under {root}")
-    results = []
+    students: dict[str, dict] = {}
     for p in paths:
+        name = p.stem if p.parent == root else p.relative_to(root).parts[0]
+        entry = students.setdefault(name, {"verdicts": {}, "notes": [], "notebooks": 0})
         verdicts, note = _execute(p, timeout)
-        student = p.parent.name if p.parent != root else p.stem
-        results.append({"student": student, "notebook": p.name, "verdicts": verdicts, "note": note})
-    exercises = sorted({ex for r in results for ex in r["verdicts"]})
+        entry["notebooks"] += 1
+        for ex, status in verdicts.items():
+            if RANK[status] > RANK.get(entry["verdicts"].get(ex, ""), 0):
+                entry["verdicts"][ex] = status
+        if note:
+            entry["notes"].append(f"{p.name}: {note}")
+    exercises = sorted({ex for e in students.values() for ex in e["verdicts"]})
     rows = [
         {
-            "student": r["student"],
-            "notebook": r["notebook"],
-            **{ex: r["verdicts"].get(ex, "missing") for ex in exercises},
-            "note": r["note"],
+            "student": name,
+            "notebooks": e["notebooks"],
+            **{ex: e["verdicts"].get(ex, "missing") for ex in exercises},
+            "note": "; ".join(e["notes"]),
         }
-        for r in results
+        for name, e in students.items()
     ]
     if out_csv is not None:
         out = Path(out_csv)
         tmp = out.with_name(f".{out.name}.tmp")
         with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["student", "notebook", *exercises, "note"])
+            writer = csv.DictWriter(fh, fieldnames=["student", "notebooks", *exercises, "note"])
             writer.writeheader()
             writer.writerows(rows)
         tmp.replace(out)

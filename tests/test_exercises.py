@@ -252,15 +252,26 @@ def test_grade_folder(tmp_path, capsys):
         "def entropy(f):\n    raise NotImplementedError\n"
         "def mse_term(o, t):\n    raise NotImplementedError",
     )
+    (folder / "cy").mkdir()  # one student, two notebooks: the best status of each counts
+    _student_notebook(
+        folder / "cy" / "part1.ipynb",
+        "from dilran_lite.metrics import entropy\n"
+        "def mse_term(o, t):\n    raise NotImplementedError",
+    )
+    _student_notebook(
+        folder / "cy" / "part2.ipynb",
+        "from dilran_lite.losses import mse_term\ndef entropy(f):\n    return 0.0\n1 / 0",
+    )
     out_csv = tmp_path / "grades.csv"
     rc = ex.main(["grade", str(folder), "--csv", str(out_csv), "--timeout", "120"])
     assert rc == 0
     table = capsys.readouterr().out
     assert "ada" in table and "bob" in table
     rows = {r.split(",")[0]: r for r in out_csv.read_text().splitlines()}
-    assert rows["student"] == "student,notebook,entropy,mse,note"
-    assert rows["ada"] == "ada,ada.ipynb,passed,failed,"
-    assert rows["bob"] == "bob,bob.ipynb,not done yet,not done yet,"
+    assert rows["student"] == "student,notebooks,entropy,mse,note"
+    assert rows["ada"] == "ada,1,passed,failed,"
+    assert rows["bob"] == "bob,1,not done yet,not done yet,"
+    assert rows["cy"] == "cy,2,passed,passed,part2.ipynb: 1 cell(s) raised an error"
 
 
 def test_grade_refuses_a_missing_folder(tmp_path, capsys):
