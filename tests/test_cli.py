@@ -64,9 +64,10 @@ def test_unknown_weights_are_named(tmp_path, pair_files):
 
 def test_download_offline_fails_with_a_message(tmp_path, capsys):
     args = ["download", "--dest", str(tmp_path), "--base-url", "http://127.0.0.1:9/"]
-    assert main(args) == 1
+    assert main(args) == 2
     err = capsys.readouterr().err
-    assert "error:" in err and "MRI/" in err or "CT/" in err
+    assert err.startswith("dilran-lite: error: ") and err.count("\n") == 1
+    assert "offline" in err and "not attempted" in err and "--base-url" in err
 
 
 def test_evaluate_shipped_weights_on_a_split(atlas_root, tmp_path, capsys):

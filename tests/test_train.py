@@ -189,7 +189,7 @@ SCRIPT = """
 import sys
 from dilran_lite.train import TrainConfig, train
 cfg = TrainConfig(**{cfg!r})
-train(cfg, sys.argv[1], resume=True, progress=False)
+train(cfg, sys.argv[1], resume="auto", progress=False)
 """
 
 
