@@ -63,7 +63,7 @@ def test_unknown_weights_are_named(tmp_path, pair_files):
 
 
 def test_download_offline_fails_with_a_message(tmp_path, capsys):
-    args = ["download", "--dest", str(tmp_path), "--base-url", "http://127.0.0.1:9/"]
+    args = ["download", "--dest", str(tmp_path), "--base-url", "http://127.0.0.1:9/", "--quiet"]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("dilran-lite: error: ") and err.count("\n") == 1
