@@ -110,10 +110,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import run_from_args
+    from .evaluate import check_args, resolve_dataset, run_from_args
 
+    check_args(args)  # conflicting options and the CSV path, before the weights load
     method = None
     if args.weights:
+        resolve_dataset(args.dataset, args.split, args.pairs)  # the data, before the weights
         from .inference import fuse_pair
 
         model = _load(args)
@@ -193,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device")
     q.set_defaults(func=_cmd_train)
 
-    q = sub.add_parser("evaluate", help="fusion metrics of a method on a split, as a table")
+    q = sub.add_parser(
+        "evaluate", help="fusion metrics of a method, or of a folder of fused images (--fused)"
+    )
     evaluate_parser(q)
     model_args(q, None)
     q.set_defaults(func=_cmd_evaluate)
