@@ -321,7 +321,8 @@ def read_metadata(path: str | Path) -> dict:
     """The metadata stored in a checkpoint's header (the sidecar is only a readable copy)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise CheckpointError(f"checkpoint {path} {what}: give a .safetensors file")
     try:
         with safe_open(str(path), framework="pt") as fh:
             header = fh.metadata() or {}
