@@ -57,9 +57,11 @@ def test_fuse_a_split(tmp_path, atlas_root, capsys):
     assert np.asarray(Image.open(out / files[0])).shape == (256, 256)
 
 
-def test_unknown_weights_are_named(tmp_path, pair_files):
-    with pytest.raises(ValueError, match="no shipped weights named 'nope'"):
-        main(["fuse", *map(str, pair_files), "-o", str(tmp_path / "f.png"), "--weights", "nope"])
+def test_unknown_weights_are_named(tmp_path, pair_files, capsys):
+    args = ["fuse", *map(str, pair_files), "-o", str(tmp_path / "f.png"), "--weights", "nope"]
+    assert main(args) == 2  # a CheckpointError: one line, exit 2
+    err = capsys.readouterr().err
+    assert "no shipped weights named 'nope'" in err and err.count("\n") == 1
 
 
 def test_download_offline_fails_with_a_message(tmp_path, capsys):
