@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import UserError
+
 __all__ = ["main", "build_parser"]
 
 
@@ -68,7 +70,9 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, quick_config, train
+    import dataclasses
+
+    from .train import TrainConfig, quick_config, read_metadata, resolve_device, train
 
     fields = {
         k: v
@@ -88,8 +92,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ).items()
         if v is not None
     }
-    cfg = quick_config(**fields) if args.quick else TrainConfig(**fields)
-    _, meta = train(cfg, args.out, resume=args.resume, device=args.device)
+    if args.resume and args.overwrite:
+        raise UserError("give --resume (continue the run) or --overwrite (replace it), not both")
+    given = dataclasses.asdict(quick_config(**fields)) if args.quick else fields
+    checked = TrainConfig(**given)  # checks every option given: exit 2 before any work
+    cfg = None if args.resume else checked
+    last = Path(args.out) / "last.safetensors"
+    if args.resume and last.is_file():  # the configuration comes from the checkpoint
+        saved = TrainConfig.from_dict(read_metadata(last).get("train_config") or {})
+        cfg = dataclasses.replace(saved, **given)  # a conflict is refused by train()
+    resolve_device(args.device)
+    _, meta = train(cfg, args.out, resume=args.resume, device=args.device, overwrite=args.overwrite)
     h = meta["history"]
     if h["val_loss"]:
         print(f"done: {meta['epoch']} epochs, last val loss {h['val_loss'][-1]:.5f}; {args.out}")
@@ -97,10 +110,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import run_from_args
+    from .evaluate import check_args, resolve_dataset, run_from_args
 
+    check_args(args)  # conflicting options and the CSV path, before the weights load
     method = None
     if args.weights:
+        resolve_dataset(args.dataset, args.split, args.pairs)  # the data, before the weights
         from .inference import fuse_pair
 
         model = _load(args)
@@ -112,13 +127,17 @@ def _cmd_download(args: argparse.Namespace) -> int:
     from .data import PAIRS
     from .download import DownloadError, download_atlas
 
+    failed: list[str] = []
     for pairs in PAIRS if args.pairs == "all" else [args.pairs]:
         try:
-            folder = download_atlas(args.dest, pairs=pairs, base_url=args.base_url)
+            download_atlas(args.dest, pairs=pairs, base_url=args.base_url, progress=not args.quiet)
         except DownloadError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        print(f"{pairs}: {folder}")
+            if args.pairs != "all":
+                raise
+            print(f"dilran-lite: error: {pairs}: {err}", file=sys.stderr)
+            failed.append(pairs)
+    if failed:
+        raise DownloadError(f"could not complete {', '.join(failed)} (see above); run again")
     return 0
 
 
@@ -153,7 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("train", help="train the autoencoder (Sec. 4.2) with checkpoints")
     q.add_argument("--out", default="runs/dilran", help="checkpoint folder (default runs/dilran)")
     q.add_argument("--quick", action="store_true", help="lite preset, a few hundred steps")
-    q.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors")
+    q.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last.safetensors with its configuration (--epochs may change)",
+    )
+    q.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in OUT (default: refuse)"
+    )
     q.add_argument("--preset", choices=["paper", "lite"])
     q.add_argument("--split", choices=["series", "paper"])
     q.add_argument("--data", choices=["auto", "atlas", "phantom"])
@@ -169,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--device")
     q.set_defaults(func=_cmd_train)
 
-    q = sub.add_parser("evaluate", help="fusion metrics of a method on a split, as a table")
+    q = sub.add_parser(
+        "evaluate", help="fusion metrics of a method, or of a folder of fused images (--fused)"
+    )
     evaluate_parser(q)
     model_args(q, None)
     q.set_defaults(func=_cmd_evaluate)
@@ -178,14 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--pairs", default="mri-ct", choices=["mri-ct", "mri-pet", "mri-spect", "all"])
     q.add_argument("--dest", default=None, help="data root (default: $DILRAN_DATA or data/)")
     q.add_argument("--base-url", default=None, help="a mirror laid out like the data root")
+    q.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     q.set_defaults(func=_cmd_download)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; a ``UserError`` becomes one line on stderr and exit status 2."""
-    from .errors import UserError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -19,29 +19,78 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from .data import DATASET_DIRS, PAIRS, dataset_dir, resolve_data_root
+from .data import DATASET_DIRS, ENV_VAR, PAIRS, dataset_dir, resolve_data_root
 from .errors import UserError
 
-__all__ = ["DownloadError", "load_manifest", "download_atlas", "verify_atlas"]
+__all__ = [
+    "DownloadError",
+    "DownloadSummary",
+    "load_manifest",
+    "check_manifest",
+    "download_atlas",
+    "verify_atlas",
+]
 
 CHUNK = 1 << 16
 LOCAL_TEMPLATE = "{dataset}/{modality}/{name}"
+#: Temporary files are named ``.<NAME><PART_TAG><random>.part``; only these are ever cleaned up.
+PART_TAG = ".dilran-download-"
+#: Size limit for a manifest entry without a ``size`` (a hand-written manifest).
+MAX_FILE_BYTES = 16 << 20
+#: After this many files in a row fail to connect, the download stops: the source is unreachable.
+MAX_CONNECTION_FAILURES = 3
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.png")
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class DownloadError(UserError, RuntimeError):
     """A file could not be fetched or did not match its checksum."""
 
 
+class _Unreachable(DownloadError):
+    """The source could not be connected to at all (offline, wrong host, refused)."""
+
+
+@dataclass
+class DownloadSummary:
+    """What one :func:`download_atlas` call did: relative paths (``CT/2004.png``) of the files
+    found verified, fetched and failed (with the reason)."""
+
+    folder: Path
+    verified: list[str] = field(default_factory=list)
+    fetched: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    not_attempted: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """One line: the counts, and the names of the failed files."""
+        total = len(self.verified) + len(self.fetched) + len(self.failed) + len(self.not_attempted)
+        text = (
+            f"{self.folder}: {total} files, {len(self.verified)} already verified, "
+            f"{len(self.fetched)} fetched, {len(self.failed)} failed"
+        )
+        if self.failed:
+            names = list(self.failed)
+            text += f" ({', '.join(names[:8])}{' ...' if len(names) > 8 else ''})"
+        if self.not_attempted:
+            text += f", {len(self.not_attempted)} not attempted"
+        return text
+
+
 def load_manifest(pairs: str = "mri-ct") -> dict:
-    """The manifest shipped in ``dilran_lite/manifests/<pairs>.json``: ``sha256`` (relative path
-    -> hex digest), ``splits``, ``source`` (base URL and path template), ``modalities``."""
+    """The manifest shipped in ``dilran_lite/manifests/<pairs>.json``: ``sha256`` and ``size``
+    (relative path -> hex digest, bytes), ``splits``, ``source`` (base URL and path template),
+    ``modalities``."""
     if pairs not in PAIRS:
         raise ValueError(f"unknown pairs {pairs!r}: choose one of {', '.join(PAIRS)}")
     ref = resources.files("dilran_lite").joinpath("manifests", f"{pairs}.json")
@@ -51,6 +100,41 @@ def load_manifest(pairs: str = "mri-ct") -> dict:
         raise FileNotFoundError(
             f"manifest dilran_lite/manifests/{pairs}.json is missing from the installed package"
         ) from exc
+
+
+def check_manifest(man: dict, pairs: str) -> tuple[str, tuple[str, str]]:
+    """Validate a manifest before anything is fetched; return its dataset folder and modalities.
+
+    Every entry must be ``<MODALITY>/<NAME>.png`` with one of the pair set's two modalities and a
+    plain file name (no absolute path, no ``..``, no other folder), a 64-digit SHA-256 and, when
+    ``size`` is given, a positive byte count. Raises :class:`DownloadError` naming the entry.
+    """
+    if not isinstance(man, dict) or not isinstance(man.get("sha256"), dict):
+        raise DownloadError(f"the {pairs} manifest must be a JSON object with a 'sha256' object")
+    dataset = man.get("dataset", DATASET_DIRS[pairs])
+    modalities = tuple(man.get("modalities", PAIRS[pairs]))
+    if dataset != DATASET_DIRS[pairs] or modalities != PAIRS[pairs]:
+        raise DownloadError(
+            f"the {pairs} manifest names dataset {dataset!r} with {list(modalities)}; expected "
+            f"{DATASET_DIRS[pairs]!r} with {list(PAIRS[pairs])}"
+        )
+    sizes = man.get("size", {})
+    if not isinstance(sizes, dict):
+        raise DownloadError(f"the {pairs} manifest's 'size' must be an object")
+    for rel, digest in man["sha256"].items():
+        modality, _, name = str(rel).partition("/")
+        problem = None
+        if modality not in modalities or not _NAME.fullmatch(name) or ".." in name:
+            problem = f"not {'/'.join(modalities)}-folder/NAME.png"
+        elif not isinstance(digest, str) or not _HEX.fullmatch(digest):
+            problem = "its sha256 is not 64 lowercase hex digits"
+        elif rel in sizes and (
+            not isinstance(sizes[rel], int) or isinstance(sizes[rel], bool) or sizes[rel] < 1
+        ):
+            problem = f"its size {sizes[rel]!r} is not a positive integer"
+        if problem:
+            raise DownloadError(f"the {pairs} manifest entry {rel!r} is refused: {problem}")
+    return dataset, modalities  # type: ignore[return-value]
 
 
 def _sha256(path: Path) -> str:
@@ -70,63 +154,111 @@ def _hint(dest: Path, dataset: str, modalities: Iterable[str]) -> str:
     )
 
 
-def _fetch(url: str, target: Path, digest: str, timeout: float, hint: str) -> None:
-    """Download ``url`` to a temp file beside ``target``, check size and SHA-256, move in place."""
+def _offline_hint(dest: Path, dataset: str) -> str:
+    return (
+        f"You seem to be offline, or the source is unreachable: copy the atlas folder {dataset}/ "
+        f"by hand and set ${ENV_VAR} to the folder holding it (the data root is now {dest}), or "
+        "give a mirror with --base-url (base_url=), or work offline on the built-in phantom "
+        "(the notebooks use it when the atlas is absent)."
+    )
+
+
+def _temp(target: Path) -> tuple[int, Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        h = hashlib.sha256()
-        received = 0
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-                length = resp.headers.get("Content-Length")
-                expected = int(length) if length and length.isdigit() else None
-                while True:
-                    block = resp.read(CHUNK)
-                    if not block:
-                        break
-                    out.write(block)
-                    h.update(block)
-                    received += len(block)
-        except urllib.error.HTTPError as exc:
+    fd, name = tempfile.mkstemp(
+        prefix=f".{target.name}{PART_TAG}", suffix=".part", dir=target.parent
+    )
+    return fd, Path(name)
+
+
+def _stream(url: str, out, size: int, exact: bool, timeout: float):
+    """Copy ``url`` into the open file ``out``; refuse as soon as it passes ``size`` bytes, or
+    (``exact``: ``size`` is the manifest's) ends before. Returns the SHA-256 of what was written."""
+    h = hashlib.sha256()
+    received = 0
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        length = resp.headers.get("Content-Length")
+        announced = int(length) if length and length.isdigit() else None
+        if announced is not None and (announced > size or (exact and announced != size)):
             raise DownloadError(
-                f"could not fetch {target.name} for {target}: HTTP {exc.code} {exc.reason} "
-                f"from {url}. {hint}"
-            ) from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise DownloadError(f"could not fetch {target} from {url}: {reason}. {hint}") from exc
-        if expected is not None and received != expected:
-            raise DownloadError(
-                f"transfer of {target} from {url} was interrupted: got {received} of {expected} "
-                f"bytes; nothing was written. {hint}"
+                f"the server announces {announced} bytes, the manifest "
+                f"{size if exact else f'at most {size}'}: refused before reading"
             )
+        while True:
+            block = resp.read(min(CHUNK, size + 1 - received))
+            if not block:
+                break
+            received += len(block)
+            if received > size:
+                raise DownloadError(
+                    f"more than the expected {size} bytes: refused while streaming, nothing kept"
+                )
+            out.write(block)
+            h.update(block)
+    expected = size if exact else announced
+    if expected is not None and received != expected:
+        raise DownloadError(f"the transfer was interrupted: got {received} of {expected} bytes")
+    return h
+
+
+def _fetch(url: str, target: Path, digest: str, size: int | None, timeout: float) -> None:
+    """Download ``url`` to a temp file beside ``target``, check size and SHA-256, move in place.
+
+    ``size``: the manifest's byte count (None: at most :data:`MAX_FILE_BYTES`). Raises
+    :class:`DownloadError` with a short reason (``_Unreachable`` for connection errors).
+    """
+    fd, tmp = _temp(target)
+    try:
+        try:
+            with os.fdopen(fd, "wb") as out:
+                h = _stream(url, out, size or MAX_FILE_BYTES, size is not None, timeout)
+        except urllib.error.HTTPError as exc:
+            raise DownloadError(f"HTTP {exc.code} {exc.reason} from {url}") from exc
+        except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise _Unreachable(f"could not fetch {url}: {reason}") from exc
+        except (OSError, ValueError) as exc:
+            raise DownloadError(f"could not fetch {url}: {exc}") from exc
         got = h.hexdigest()
         if got != digest:
             raise DownloadError(
-                f"checksum mismatch for {target} (from {url}): expected sha256 {digest}, got "
-                f"{got}. The downloaded file was deleted. The source may have changed or the "
-                f"transfer was corrupted: run again, use another base_url, or {hint[0].lower()}"
-                f"{hint[1:]}"
+                f"checksum mismatch (expected sha256 {digest[:12]}..., got {got[:12]}...): the "
+                "downloaded file was deleted"
             )
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = _temp(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(obj, fh, indent=1)
             fh.write("\n")
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
+
+
+def _clean_parts(folder: Path, modalities: Iterable[str]) -> list[Path]:
+    """Remove the downloader's own temporary files left by an earlier (killed) run."""
+    removed = []
+    for d in (folder, *(folder / m for m in modalities)):
+        for stale in d.glob(f".*{PART_TAG}*.part") if d.is_dir() else []:
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
+def _select(sums: dict[str, str], names: Iterable[str] | None, pairs: str) -> dict[str, str]:
+    if names is None:
+        return sums
+    wanted = {n if n.endswith(".png") else f"{n}.png" for n in names}
+    unknown = wanted - {rel.split("/", 1)[1] for rel in sums}
+    if unknown:
+        raise ValueError(f"names not in the {pairs} manifest: {sorted(unknown)[:5]}")
+    return {rel: d for rel, d in sums.items() if rel.split("/", 1)[1] in wanted}
 
 
 def download_atlas(
@@ -146,26 +278,25 @@ def download_atlas(
     a mirror laid out like the data root (``<base_url>/harvard-mri-ct/CT/NAME.png``); default
     the public source in the manifest. ``url_template``: overrides the path under the base, with
     ``{dataset}``, ``{modality}`` and ``{name}`` fields. ``names``: only these pairs (``NAME.png``).
-    ``manifest``: a manifest dict instead of the shipped one (same keys). Idempotent: verified
-    files are skipped; ``splits.json`` and ``sha256.json`` are written into the dataset folder.
-    Raises :class:`DownloadError` naming the file, the URL and what to do.
+    ``manifest``: a manifest dict instead of the shipped one (same keys; validated first).
+    ``progress``: a ``tqdm.auto`` bar and a summary line at the end.
+
+    Idempotent: verified files are skipped; ``splits.json`` and ``sha256.json`` are written into
+    the dataset folder. No file is ever written beyond its manifest size, and temporary ``.part``
+    files of an earlier, killed run are removed. A file that fails is reported and the others
+    are still fetched; then :class:`DownloadError` names every failed file (one line). Several
+    files in a row that cannot connect stop the download with a message on working offline.
     """
     from tqdm.auto import tqdm
 
     if pairs not in PAIRS:
         raise ValueError(f"unknown pairs {pairs!r}: choose one of {', '.join(PAIRS)}")
     man = manifest if manifest is not None else load_manifest(pairs)
-    dataset = man.get("dataset", DATASET_DIRS[pairs])
-    modalities = man.get("modalities", PAIRS[pairs])
+    dataset, modalities = check_manifest(man, pairs)
     root = resolve_data_root(dest)
     folder = root / dataset
-    sums: dict[str, str] = dict(man["sha256"])
-    if names is not None:
-        wanted = {n if n.endswith(".png") else f"{n}.png" for n in names}
-        unknown = wanted - {rel.split("/", 1)[1] for rel in sums}
-        if unknown:
-            raise ValueError(f"names not in the {pairs} manifest: {sorted(unknown)[:5]}")
-        sums = {rel: d for rel, d in sums.items() if rel.split("/", 1)[1] in wanted}
+    sums = _select(dict(man["sha256"]), names, pairs)
+    sizes: dict[str, int] = man.get("size", {})
     if base_url is None:
         base = man["source"]["base_url"]
         template = url_template or man["source"]["path_template"]
@@ -174,29 +305,53 @@ def download_atlas(
         template = url_template or LOCAL_TEMPLATE
     if not base.endswith("/"):
         base += "/"
-    hint = _hint(root, dataset, modalities)
-
-    fetched = 0
-    bar = tqdm(total=len(sums), unit="file", desc=f"{dataset}", disable=not progress)
+    _clean_parts(folder, modalities)
+    summary = DownloadSummary(folder)
+    todo = sorted(sums.items())
+    in_a_row = 0
+    errors: list[DownloadError] = []
+    bar = tqdm(total=len(todo), unit="file", desc=dataset, disable=not progress)
     try:
-        for rel, digest in sorted(sums.items()):
+        for i, (rel, digest) in enumerate(todo):
             target = folder / rel
+            if target.is_file() and _sha256(target) == digest:
+                summary.verified.append(rel)
+                bar.update(1)
+                continue
             modality, name = rel.split("/", 1)
-            if not (target.is_file() and _sha256(target) == digest):
-                url = base + template.format(dataset=dataset, modality=modality, name=name)
-                _fetch(url, target, digest, timeout, hint)
-                fetched += 1
+            url = base + template.format(dataset=dataset, modality=modality, name=name)
+            try:
+                _fetch(url, target, digest, sizes.get(rel), timeout)
+                summary.fetched.append(rel)
+                in_a_row = 0
+            except DownloadError as err:
+                summary.failed[rel] = str(err)
+                errors.append(err)
+                in_a_row = in_a_row + 1 if isinstance(err, _Unreachable) else 0
+                bar.set_postfix(failed=len(summary.failed))
+                if in_a_row >= MAX_CONNECTION_FAILURES:
+                    summary.not_attempted = [r for r, _ in todo[i + 1 :]]
+                    raise DownloadError(
+                        f"{summary.line()}: {err}. {_offline_hint(root, dataset)}"
+                    ) from err
             bar.update(1)
     finally:
         bar.close()
+    if summary.failed:
+        hint = _hint(root, dataset, modalities)
+        if any(isinstance(e, _Unreachable) for e in errors):
+            hint = _offline_hint(root, dataset)
+        reasons = "; ".join(f"{rel}: {why}" for rel, why in list(summary.failed.items())[:3])
+        more = len(summary.failed) - 3
+        raise DownloadError(
+            f"{summary.line()}. {reasons}{f'; and {more} more' if more > 0 else ''}. The failed "
+            f"files were not written. {hint}"
+        )
     if man.get("splits") is not None:
         _write_json(folder / "splits.json", man["splits"])
     _write_json(folder / "sha256.json", dict(sorted(man["sha256"].items())))
     if progress:
-        print(
-            f"{folder}: {len(sums)} files verified ({fetched} fetched, {len(sums) - fetched} "
-            "already present)"
-        )
+        print(summary.line())
     return folder
 
 

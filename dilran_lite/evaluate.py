@@ -2,11 +2,16 @@
 
 ``evaluate(method, dataset, split)`` fuses every pair of ``dataset`` with ``method``, computes
 :data:`dilran_lite.metrics.METRICS` (or a chosen subset) on the 8-bit images and returns a
-:class:`pandas.DataFrame`. The same is available from the command line::
+:class:`pandas.DataFrame`. ``evaluate_folder(fused_dir, dataset, split)`` scores a folder of
+fused images made elsewhere (a user's own method, another paper's outputs), named as
+``dilran-lite fuse --data`` names them (``<NAME>.png``). For the colour pairs (MRI-PET,
+MRI-SPECT) the colour source and the fused image are scored on their Y channel (BT.601, see
+:mod:`dilran_lite.color`). The same is available from the command line::
 
     python -m dilran_lite.evaluate --method average --split series/test --csv results/avg.csv
+    dilran-lite evaluate --fused out/ --dataset data/harvard-mri-ct --split series/test
 
-(``dilran-lite evaluate`` forwards its arguments to :func:`main`.)
+(``dilran-lite evaluate`` forwards its arguments to :func:`run_from_args`.)
 """
 
 from __future__ import annotations
@@ -22,18 +27,34 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .color import fuse_colour, rgb_to_luma
+from .errors import UserError
 from .metrics import METRICS, compute_metrics
 
-__all__ = ["BUILTIN_METHODS", "evaluate", "main", "build_parser", "run_from_args"]
+__all__ = [
+    "BUILTIN_METHODS",
+    "evaluate",
+    "evaluate_folder",
+    "resolve_dataset",
+    "fused_filename",
+    "main",
+    "build_parser",
+    "check_args",
+    "run_from_args",
+]
 
 FuseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def _average(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if b.shape[-3] == 3 and a.shape[-3] == 1:  # a colour source: fuse on Y, keep Cb and Cr
+        return fuse_colour(a, b, _average)
     return 0.5 * (a + b)
 
 
 def _maximum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    if b.shape[-3] == 3 and a.shape[-3] == 1:
+        return fuse_colour(a, b, _maximum)
     return torch.maximum(a, b)
 
 
@@ -55,17 +76,106 @@ def _resolve_method(method: Union[str, FuseFn]) -> FuseFn:
     return method
 
 
-def _resolve_dataset(dataset, split: str | None):
-    if isinstance(dataset, (str, Path)):
-        from .data import PairedDataset  # imported lazily: data.py is optional for metrics
+def guess_pairs(folder: str | os.PathLike) -> str:
+    """The pair set of a dataset folder (or a data root holding one) from its sub-folders, as
+    ``dilran-lite fuse --data`` guesses it: ``CT/`` -> mri-ct, ``PET/`` -> mri-pet, ..."""
+    from .data import DATASET_DIRS, PAIRS
 
-        split = split or "series/test"
-        if Path(dataset).is_dir():
-            return PairedDataset(root=Path(dataset), split=split)
-        return PairedDataset(pairs=str(dataset), split=split)
-    if split is not None:
-        raise ValueError("split is only used when dataset is a name or a folder, not a dataset")
-    return dataset
+    root = Path(folder)
+    for pairs, (_, other) in PAIRS.items():
+        if (root / other).is_dir() or (root / DATASET_DIRS[pairs] / other).is_dir():
+            return pairs
+    return "mri-ct"
+
+
+def resolve_dataset(dataset, split: str | None = None, pairs: str | None = None):
+    """A dataset of ``(a, b, name)`` from ``dataset``: a pair-set name (``"mri-pet"``), a folder
+    (a dataset folder or a data root; its pair set guessed from its sub-folders unless ``pairs``
+    is given), or a dataset object (returned as it is; ``split`` and ``pairs`` must be None).
+    A folder or a name is read with ``split`` (default ``"series/test"``); problems with it
+    raise :class:`UserError` naming the folder."""
+    from .data import PAIRS, PairedDataset  # imported lazily: data.py is optional for metrics
+
+    if pairs is not None and pairs not in PAIRS:
+        raise UserError(f"unknown pairs {pairs!r}: choose one of {', '.join(PAIRS)}")
+    if not isinstance(dataset, (str, Path)):
+        if split is not None or pairs is not None:
+            raise ValueError(
+                "split and pairs are only used when dataset is a name or a folder, not a dataset"
+            )
+        return dataset
+    split = split or "series/test"
+    try:
+        if str(dataset) in PAIRS:
+            if pairs is not None and pairs != str(dataset):
+                raise UserError(f"dataset {dataset!r} and pairs {pairs!r} disagree: give one")
+            return PairedDataset(pairs=str(dataset), split=split)
+        if not Path(dataset).is_dir():
+            raise UserError(
+                f"dataset {str(dataset)!r} is neither a folder nor one of {', '.join(PAIRS)}"
+            )
+        return PairedDataset(Path(dataset), pairs=pairs or guess_pairs(dataset), split=split)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        raise UserError(str(err).strip("'\"")) from err
+
+
+_resolve_dataset = resolve_dataset
+
+
+def _check_csv(csv_path) -> Path | None:
+    """The CSV path, checked to be writable before any work (its folder is created)."""
+    if csv_path is None:
+        return None
+    path = Path(csv_path)
+    if path.is_dir():
+        raise UserError(f"--csv {path} is a folder: give a file name such as {path / 'scores.csv'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"cannot create the folder of --csv {path}: {err.strerror}") from err
+    writable = os.access(path, os.W_OK) if path.exists() else os.access(path.parent, os.W_OK)
+    if not writable:
+        raise UserError(f"cannot write --csv {path}: permission denied; choose another path")
+    return path
+
+
+def _score(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor, names) -> dict[str, float]:
+    """Metrics of one triple; a colour source and a colour fused image are scored on Y."""
+    if b.shape[-3] == 3:
+        b = rgb_to_luma(b)
+    if fused.shape[-3] == 3:
+        fused = rgb_to_luma(fused)
+    return compute_metrics(a, b, fused, names)
+
+
+def _table(rows: dict[str, dict[str, float]], names: list[str], csv: Path | None) -> pd.DataFrame:
+    """One row per image, then the ``mean`` row (also in ``attrs["mean"]``); written to ``csv``
+    atomically when given."""
+    if not rows:
+        raise ValueError("the dataset is empty")
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=names)
+    table.index.name = "image"
+    with np.errstate(all="ignore"):
+        mean = table.replace([math.inf, -math.inf], np.nan).mean(axis=0, skipna=True)
+    # An infinite PSNR (F equal to a source) makes the mean infinite too: keep it honest.
+    for col in names:
+        if np.isinf(table[col]).any():
+            mean[col] = math.inf
+    table.loc["mean"] = mean
+    table.attrs["mean"] = {k: float(v) for k, v in mean.items()}
+    if csv is not None:
+        tmp = csv.with_name(f".{csv.name}.dilran-partial.tmp")
+        table.to_csv(tmp, float_format="%.6g")
+        os.replace(tmp, csv)
+    return table
+
+
+def _metric_names(metrics: Sequence[str] | None) -> list[str]:
+    names = list(METRICS) if metrics is None else list(metrics)
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise KeyError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
+    return names
 
 
 def _to_image(x, name: str) -> torch.Tensor:
@@ -92,11 +202,14 @@ def evaluate(
             The fused image is clamped to [0, 1] before scoring (a network may overshoot).
         dataset: any sequence of ``(a, b, name)`` with ``a``, ``b`` float tensors (1, H, W) in
             [0, 1] (e.g. ``dilran_lite.data.PairedDataset``); or a pair-set name (``"mri-ct"``)
-            or a folder, from which ``PairedDataset`` is built with ``split``.
+            or a folder (its pair set guessed), from which ``PairedDataset`` is built with
+            ``split``. For the colour pairs ``b`` is (3, H, W) RGB; the method may return the
+            fused Y (1, H, W) or an RGB image, and ``b`` and an RGB result are scored on Y.
         split: the split for a named dataset (default ``"series/test"``); must be None when a
             dataset object is passed.
         metrics: metric names from :data:`dilran_lite.metrics.METRICS` (default: all).
-        csv_path: where to write the table as CSV (parent folders are created).
+        csv_path: where to write the table as CSV (parent folders are created; checked to be
+            writable before any work; written atomically).
         progress: show a tqdm progress bar.
 
     Returns:
@@ -107,11 +220,9 @@ def evaluate(
         The CSV holds exactly this table.
     """
     fuse = _resolve_method(method)
-    data = _resolve_dataset(dataset, split)
-    names = list(METRICS) if metrics is None else list(metrics)
-    unknown = [n for n in names if n not in METRICS]
-    if unknown:
-        raise KeyError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
+    names = _metric_names(metrics)
+    csv = _check_csv(csv_path)
+    data = resolve_dataset(dataset, split)
     try:
         total = len(data)
     except TypeError:
@@ -132,7 +243,7 @@ def evaluate(
         with torch.no_grad():
             fused = fuse(a, b)
         fused = _to_image(fused, "fused image").detach().float().cpu()
-        if fused.shape != a.shape:
+        if fused.shape != a.shape and fused.shape != b.shape:
             raise ValueError(
                 f"method returned shape {tuple(fused.shape)} for inputs of shape {tuple(a.shape)}"
             )
@@ -142,25 +253,110 @@ def evaluate(
         key = str(name)
         if key in rows:
             raise ValueError(f"duplicate image name {key!r} in the dataset")
-        rows[key] = compute_metrics(a, b, fused, names)
-    if not rows:
-        raise ValueError("the dataset is empty")
+        rows[key] = _score(a, b, fused, names)
+    return _table(rows, names, csv)
 
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=names)
-    table.index.name = "image"
-    with np.errstate(all="ignore"):
-        mean = table.replace([math.inf, -math.inf], np.nan).mean(axis=0, skipna=True)
-    # An infinite PSNR (F equal to a source) makes the mean infinite too: keep it honest.
-    for col in names:
-        if np.isinf(table[col]).any():
-            mean[col] = math.inf
-    table.loc["mean"] = mean
-    table.attrs["mean"] = {k: float(v) for k, v in mean.items()}
-    if csv_path is not None:
-        path = Path(csv_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(path, float_format="%.6g")
-    return table
+
+def fused_filename(name: str) -> str:
+    """The file a fused pair ``name`` is written to by ``fuse --data`` (``fuse_dataset``)."""
+    return name if str(name).endswith(".png") else f"{name}.png"
+
+
+def _expected(data) -> list[tuple[str, tuple[int, int], bool]]:
+    """``(name, (H, W), colour)`` of every pair, from the file headers of a PairedDataset
+    (nothing decoded), else from the items."""
+    from .data import PairedDataset, _image_size
+
+    if isinstance(data, PairedDataset):
+        colour = data.modalities[1] not in ("CT", "MRI")
+        return [(n, _image_size(data.path(n, data.modalities[0])), colour) for n in data.names]
+    out = []
+    for i, item in enumerate(data):
+        if not isinstance(item, (tuple, list)) or len(item) != 3:
+            raise ValueError(f"dataset item {i} must be (a, b, name), got {type(item).__name__}")
+        a, b, name = item
+        out.append((str(name), tuple(a.shape[-2:]), b.shape[-3] == 3))
+    return out
+
+
+def _check_fused_folder(folder: Path, expected) -> None:
+    """Name every missing, unreadable or mis-sized fused image before any work."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not folder.is_dir():
+        raise UserError(f"fused folder {folder} not found: give the folder `fuse --data` wrote")
+    missing, bad = [], []
+    for name, size, _ in expected:
+        path = folder / fused_filename(name)
+        if not path.is_file():
+            missing.append(path.name)
+            continue
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            bad.append(f"{path.name} (unreadable)")
+            continue
+        if (h, w) != tuple(size):
+            bad.append(f"{path.name} ({h}x{w}, sources {size[0]}x{size[1]})")
+    if missing or bad:
+        parts = []
+        if missing:
+            more = " ..." if len(missing) > 5 else ""
+            parts.append(f"{len(missing)} missing: {', '.join(missing[:5])}{more}")
+        if bad:
+            parts.append(
+                f"{len(bad)} unusable: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}"
+            )
+        raise UserError(
+            f"fused folder {folder} does not fit the {len(expected)} pairs: {'; '.join(parts)}. "
+            "Fuse the same pairs and split (fuse --data D --split S -o FOLDER)"
+        )
+
+
+def evaluate_folder(
+    fused_dir: Union[str, os.PathLike],
+    dataset: Union[str, os.PathLike, Sequence] = "mri-ct",
+    split: str | None = None,
+    pairs: str | None = None,
+    metrics: Sequence[str] | None = None,
+    csv_path: Union[str, os.PathLike, None] = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Score the fused images in ``fused_dir`` against the sources of ``dataset``.
+
+    ``fused_dir`` holds one ``<NAME>.png`` per pair (as ``dilran-lite fuse --data`` and
+    :func:`dilran_lite.inference.fuse_dataset` write them; other files are ignored): 8-bit
+    grey, or RGB for the colour pairs (scored on Y, as is the colour source). ``dataset``,
+    ``split`` and ``pairs``: as :func:`resolve_dataset` (a name, a folder whose pair set is
+    guessed, or any sequence of ``(a, b, name)`` such as a phantom). Every missing, unreadable
+    or mis-sized image and an unwritable ``csv_path`` are named before any work
+    (:class:`UserError`). Returns the table of :func:`evaluate`.
+    """
+    from .data import load_image
+
+    names = _metric_names(metrics)
+    csv = _check_csv(csv_path)
+    data = resolve_dataset(dataset, split, pairs)
+    folder = Path(fused_dir)
+    expected = _expected(data)
+    _check_fused_folder(folder, expected)
+    iterator = iter(data)
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, total=len(expected), desc="evaluate", leave=False)
+    rows: dict[str, dict[str, float]] = {}
+    for (name, _, colour), (a, b, _) in zip(expected, iterator):
+        path = folder / fused_filename(name)
+        try:
+            fused = load_image(path, "RGB" if colour else "L")
+        except (FileNotFoundError, ValueError) as err:
+            raise UserError(str(err)) from err
+        if name in rows:
+            raise ValueError(f"duplicate image name {name!r} in the dataset")
+        rows[name] = _score(a.float(), b.float(), fused, names)
+    return _table(rows, names, csv)
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -168,8 +364,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p = parser or argparse.ArgumentParser(
         prog="dilran-lite evaluate", description="Fusion metrics of a method on a split."
     )
-    p.add_argument("--method", default="average", choices=sorted(BUILTIN_METHODS))
+    p.add_argument(
+        "--method",
+        default=None,
+        choices=sorted(BUILTIN_METHODS),
+        help="a baseline (default average)",
+    )
+    p.add_argument("--fused", default=None, help="score this folder of fused NAME.png images")
     p.add_argument("--dataset", default="mri-ct", help="pair-set name or folder (default mri-ct)")
+    p.add_argument("--pairs", default=None, help="with a --dataset folder: mri-ct, mri-pet, ...")
     p.add_argument("--split", default="series/test", help="e.g. series/test, paper/test")
     p.add_argument("--metrics", nargs="*", default=None, help=f"subset of {list(METRICS)}")
     p.add_argument("--csv", default=None, help="write the table to this CSV file")
@@ -177,28 +380,76 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     return p
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse conflicting or bad options (:class:`UserError`) before anything is loaded."""
+    weights = getattr(args, "weights", None)
+    given = [f for f, v in (("--fused", args.fused), ("--method", args.method)) if v]
+    given += ["--weights"] if weights else []
+    if len(given) > 1:
+        raise UserError(
+            f"give one of --method, --weights or --fused, not {' and '.join(given)}: each names "
+            "what is scored"
+        )
+    _metric_names_or_exit(args.metrics)
+    _check_csv(args.csv)
+
+
+def _metric_names_or_exit(metrics) -> list[str]:
+    try:
+        return _metric_names(metrics)
+    except KeyError as err:
+        raise UserError(str(err).strip("'\"")) from err
+
+
+def _print(table: pd.DataFrame) -> None:
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(table.round(4).to_string())
+
+
 def run_from_args(args: argparse.Namespace, method: FuseFn | None = None) -> int:
     """Run an evaluation from parsed :func:`build_parser` arguments; print the table; return 0.
 
     For ``dilran-lite evaluate``: ``build_parser(subparsers.add_parser("evaluate"))`` and
-    then ``run_from_args(args)``; ``method`` (e.g. a trained model) replaces ``args.method``.
+    then ``run_from_args(args)``; ``method`` (e.g. a trained model) replaces ``args.method``;
+    ``--fused DIR`` scores a folder of fused images instead (:func:`evaluate_folder`).
     """
-    table = evaluate(
-        method if method is not None else args.method,
-        args.dataset,
-        split=args.split,
-        metrics=args.metrics,
-        csv_path=args.csv,
-        progress=not args.no_progress,
-    )
-    with pd.option_context("display.max_columns", None, "display.width", 200):
-        print(table.round(4).to_string())
+    check_args(args)
+    progress = not args.no_progress
+    if args.fused:
+        table = evaluate_folder(
+            args.fused,
+            args.dataset,
+            split=args.split,
+            pairs=args.pairs,
+            metrics=args.metrics,
+            csv_path=args.csv,
+            progress=progress,
+        )
+    else:
+        data = resolve_dataset(args.dataset, args.split, args.pairs)
+        table = evaluate(
+            method if method is not None else args.method or "average",
+            data,
+            metrics=args.metrics,
+            csv_path=args.csv,
+            progress=progress,
+        )
+    _print(table)
+    if args.csv:
+        print(f"wrote {args.csv}")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m dilran_lite.evaluate``): parse ``argv``, run."""
-    return run_from_args(build_parser().parse_args(argv))
+    """Command-line entry point (``python -m dilran_lite.evaluate``): parse ``argv``, run; a
+    :class:`UserError` is printed as one line with exit status 2."""
+    import sys
+
+    try:
+        return run_from_args(build_parser().parse_args(argv))
+    except UserError as err:
+        print(f"dilran-lite evaluate: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .model import DILRAN
-from .train import load_checkpoint
+from .train import CheckpointError, load_checkpoint
 
 DEFAULT_WEIGHTS = "dilran-paper"
 
@@ -37,7 +37,10 @@ def available() -> list[str]:
 def _path(name: str) -> Path:
     path = WEIGHTS_DIR / f"{name}.safetensors"
     if not path.is_file():
-        raise ValueError(f"no shipped weights named {name!r}; available: {available()}")
+        raise CheckpointError(
+            f"no shipped weights named {name!r} and no such file; available: "
+            f"{', '.join(available())}, or a path to a .safetensors checkpoint"
+        )
     return path
 
 

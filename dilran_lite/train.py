@@ -42,9 +42,69 @@ __all__ = [
     "load_checkpoint",
     "read_metadata",
     "CheckpointError",
+    "check_model_config",
+    "RUN_FILES",
 ]
 
 FORMAT = "dilran-lite-checkpoint/1"
+#: The files a training run writes into its folder; ``--overwrite`` replaces only these.
+RUN_FILES = ("last.safetensors", "last.json", "best.safetensors", "best.json")
+#: Temporary files are named ``.<target><TMP_TAG><random>.tmp``; only these are ever cleaned up.
+TMP_TAG = ".dilran-partial-"
+#: Fields that a resumed run may change (more epochs; ``data_root``: the atlas moved).
+RESUME_FREE = ("epochs", "data_root")
+#: Largest channel count and layer count a checkpoint or config may ask for.
+MAX_WIDTH, MAX_LAYERS, MAX_DILATION = 1024, 16, 64
+
+_CHOICES = {
+    "activation": ("relu", "leaky_relu", "prelu", "gelu", "silu"),
+    "norm": ("none", "batch", "instance"),
+    "mask_activation": ("sigmoid", "none"),
+    "skip": ("attention", "identity", "none"),
+    "out_activation": (None, "sigmoid"),
+}
+
+
+def _is_int(v: Any, low: int, high: int | None = None) -> bool:
+    ok = isinstance(v, int) and not isinstance(v, bool) and v >= low
+    return ok and (high is None or v <= high)
+
+
+def check_model_config(d: Any, where: str = "model config") -> ModelConfig:
+    """A :class:`ModelConfig` from the dict ``d``, every value checked for type and range first
+    (so that, e.g., ``width = 200000`` is refused before any memory is allocated).
+
+    Raises :class:`CheckpointError` naming ``where`` and the bad field.
+    """
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{where}: model_config must be a JSON object, got {d!r:.60}")
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise CheckpointError(f"{where}: unknown model_config keys {unknown}")
+    full = {**ModelConfig().to_dict(), **d}
+    bad: list[str] = []
+    if not _is_int(full["width"], 1, MAX_WIDTH):
+        bad.append(f"width {full['width']!r} (an integer 1..{MAX_WIDTH})")
+    if full["in_channels"] not in (1, 3) or isinstance(full["in_channels"], bool):
+        bad.append(f"in_channels {full['in_channels']!r} (1 or 3)")
+    for key, high in (("dilations", MAX_DILATION), ("recon_widths", MAX_WIDTH)):
+        v = full[key]
+        if (
+            not isinstance(v, (list, tuple))
+            or not 1 <= len(v) <= MAX_LAYERS
+            or not all(_is_int(x, 1, high) for x in v)
+        ):
+            bad.append(f"{key} {v!r:.60} (1..{MAX_LAYERS} integers 1..{high})")
+    for key, allowed in _CHOICES.items():
+        if full[key] not in allowed:
+            bad.append(f"{key} {full[key]!r:.40} (one of {list(allowed)})")
+    for key in ("share_pyramid_weights", "recon_activation"):
+        if not isinstance(full[key], bool):
+            bad.append(f"{key} {full[key]!r:.40} (true or false)")
+    if bad:
+        raise CheckpointError(f"{where}: model_config out of range: {'; '.join(bad)}")
+    return ModelConfig.from_dict(d)
 
 
 @dataclass
@@ -84,10 +144,59 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def model_config(self) -> ModelConfig:
         if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
-        return ModelConfig.from_dict({**PRESETS[self.preset].to_dict(), **self.model})
+            raise UserError(f"unknown preset {self.preset!r}; choose from {sorted(PRESETS)}")
+        if not isinstance(self.model, dict):
+            raise UserError(f"model must be a dict of ModelConfig fields, got {self.model!r:.60}")
+        return check_model_config(
+            {**PRESETS[self.preset].to_dict(), **self.model}, "training config"
+        )
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` (one line naming the field, the value and what is allowed)
+        for any value a run cannot use; called on construction, before any work."""
+        bad = [f"{name} {getattr(self, name)!r}: {rule}" for name, rule in self._problems()]
+        if bad:
+            raise UserError(f"bad training option(s): {'; '.join(bad)}")
+        self.model_config()
+
+    def _problems(self) -> list[tuple[str, str]]:
+        choices = {
+            "pairs": ("mri-ct", "mri-pet", "mri-spect"),
+            "split": ("series", "paper"),
+            "data": ("auto", "atlas", "phantom"),
+            "gradient": ("sobel", "diff"),
+        }
+        out = [
+            (k, f"choose one of {list(v)}") for k, v in choices.items() if getattr(self, k) not in v
+        ]
+        ints = {"epochs": 1, "batch_size": 1, "phantom_pairs": 1, "phantom_size": 16, "seed": 0}
+        out += [
+            (k, f"must be an integer >= {low}")
+            for k, low in ints.items()
+            if not _is_int(getattr(self, k), low)
+        ]
+        optional = {"crop": 16, "steps_per_epoch": 1, "val_crop": 16, "val_limit": 1}
+        out += [
+            (k, f"must be None or an integer >= {low}")
+            for k, low in optional.items()
+            if getattr(self, k) is not None and not _is_int(getattr(self, k), low)
+        ]
+        for k in ("lr", "lambda1", "lambda2"):
+            v = getattr(self, k)
+            positive = k == "lr"
+            if (
+                not isinstance(v, (int, float))
+                or isinstance(v, bool)
+                or not math.isfinite(v)
+                or (v <= 0 if positive else v < 0)
+            ):
+                out.append((k, "must be a finite number " + ("> 0" if positive else ">= 0")))
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -120,6 +229,26 @@ class CheckpointError(UserError, ValueError):
     """A checkpoint that cannot be used: unreadable, of another format, or of another model."""
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a :class:`torch.device` (default: CUDA when present); a device that is
+    not available raises :class:`UserError` before any work."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise UserError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"device {device!r} requested but no CUDA GPU is available: use --device cpu"
+        )
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {device!r} requested but MPS is not available: use --device cpu")
+    return dev
+
+
 def _git_commit() -> str | None:
     """The checkout's commit; ``$DILRAN_GIT_COMMIT`` for a copy of a checkout without ``.git``."""
     if os.environ.get("DILRAN_GIT_COMMIT"):
@@ -140,7 +269,7 @@ def _git_commit() -> str | None:
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(tmp_path)``, fsync, then rename over ``path``; no partial file is left."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_TAG}", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
@@ -192,7 +321,8 @@ def read_metadata(path: str | Path) -> dict:
     """The metadata stored in a checkpoint's header (the sidecar is only a readable copy)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise CheckpointError(f"checkpoint {path} {what}: give a .safetensors file")
     try:
         with safe_open(str(path), framework="pt") as fh:
             header = fh.metadata() or {}
@@ -203,10 +333,48 @@ def read_metadata(path: str | Path) -> dict:
         ) from err
     if "dilran_lite" not in header:
         raise CheckpointError(f"{path} is a safetensors file but not a dilran-lite checkpoint")
-    meta = json.loads(header["dilran_lite"])
+    try:
+        meta = json.loads(header["dilran_lite"])
+    except ValueError as err:
+        raise CheckpointError(f"{path}: the checkpoint header is not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the checkpoint header is not a JSON object")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    if "model_config" not in meta:
+        raise CheckpointError(f"{path}: the checkpoint header lacks its model_config")
     return meta
+
+
+def _check_tensors(path: Path, state: dict[str, torch.Tensor], model: DILRAN) -> None:
+    """Refuse, naming the tensors, model weights that are missing, unexpected, of another
+    shape, not floating point where the model's are, or not finite (NaN, Inf)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k} {tuple(state[k].shape)} (model {tuple(own[k].shape)})"
+        for k in sorted(set(own) & set(state))
+        if state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, other shapes {shapes[:5]}"
+        )
+    for k in sorted(state):
+        t = state[k]
+        if own[k].is_floating_point() and not t.is_floating_point():
+            raise CheckpointError(
+                f"checkpoint {path}: tensor {k} is stored as {str(t.dtype).removeprefix('torch.')}"
+                ", not floating point: the file is damaged or was not written by dilran-lite"
+            )
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            n = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(
+                f"checkpoint {path}: tensor {k} holds {n} NaN or infinite value(s): the weights "
+                "are damaged (a diverged run or a corrupted file); use another checkpoint"
+            )
 
 
 def _config_diff(a: ModelConfig, b: ModelConfig) -> list[str]:
@@ -227,7 +395,7 @@ def load_checkpoint(
     """
     path = Path(path)
     meta = read_metadata(path)
-    cfg = ModelConfig.from_dict(meta["model_config"])
+    cfg = check_model_config(meta["model_config"], f"checkpoint {path}")
     if model is None:
         model = DILRAN(cfg)
     elif model.config != cfg:
@@ -238,12 +406,8 @@ def load_checkpoint(
         for k in fh.keys():
             tensors[k] = fh.get_tensor(k)
     state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit the model: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
-        )
+    _check_tensors(path, state, model)
+    model.load_state_dict(state)
     if optimizer is not None:
         if "optimizer_param_groups" not in meta:
             raise CheckpointError(f"checkpoint {path} holds no optimizer state to resume from")
@@ -309,10 +473,65 @@ def _perceptual_note(cfg: TrainConfig) -> str:
     return f"VGG16 {cfg.vgg_layer} from {src}, ImageNet-normalised, lambda2 = {cfg.lambda2}"
 
 
+def _resume_config(cfg: TrainConfig | None, meta: dict, last: Path, change_lr: bool) -> TrainConfig:
+    """The checkpoint's training config, or ``cfg`` when it differs only where a resumed run
+    may differ; a conflict raises naming ``field: checkpoint value -> given value``."""
+    raw = meta.get("train_config")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"cannot resume {last}: it holds no training config")
+    try:
+        saved = TrainConfig.from_dict(raw)
+    except UserError as err:
+        raise CheckpointError(
+            f"cannot resume {last}: its training config is invalid: {err}"
+        ) from err
+    if cfg is None:
+        return saved
+    free = set(RESUME_FREE) | ({"lr"} if change_lr else set())
+    a, b = asdict(saved), asdict(cfg)
+    a["model"], b["model"] = saved.model_config().to_dict(), cfg.model_config().to_dict()
+    conflicts = [f"{k}: {a[k]!r} -> {b[k]!r}" for k in a if k not in free and a[k] != b[k]]
+    if conflicts:
+        raise CheckpointError(
+            f"cannot resume {last} with another configuration ({'; '.join(conflicts)}); a "
+            f"resumed run may change only {', '.join(sorted(free))}: start a new run in another "
+            "folder (init= can start it from these weights)"
+        )
+    return cfg
+
+
+def _check_out_dir(out: Path, resume: bool | str, overwrite: bool) -> bool:
+    """Whether the run in ``out`` is resumed; refuses to write over a run (or into a file)."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output folder {out} is a file: choose a folder for the checkpoints")
+    last = out / "last.safetensors"
+    if resume and last.is_file():
+        return True
+    if resume is True:
+        raise CheckpointError(
+            f"cannot resume: {last} not found; check the folder (--out), or start a new run "
+            "without --resume"
+        )
+    found = [n for n in RUN_FILES if (out / n).is_file()]
+    if found and not overwrite:
+        raise UserError(
+            f"{out} already holds a training run ({', '.join(found)}): continue it with --resume "
+            "(resume=True), replace it with --overwrite (overwrite=True), or choose another --out"
+        )
+    return False
+
+
+def _clean_stale_temps(out: Path) -> None:
+    """Remove temporary files of this trainer left by a process killed while writing."""
+    for name in RUN_FILES:
+        for stale in out.glob(f".{name}{TMP_TAG}*.tmp"):
+            stale.unlink(missing_ok=True)
+
+
 def train(
-    cfg: TrainConfig,
+    cfg: TrainConfig | None,
     out_dir: str | Path,
-    resume: bool = False,
+    resume: bool | str = False,
     device: str | torch.device | None = None,
     progress: bool = True,
     max_epochs: int | None = None,
@@ -320,13 +539,20 @@ def train(
     notes: str | None = None,
     change_lr: bool = False,
     init: str | Path | None = None,
+    overwrite: bool = False,
 ) -> tuple[DILRAN, dict]:
     """Train an autoencoder as in Sec. 4.2; checkpoints go to ``out_dir`` (``last``, ``best``).
 
-    ``resume`` continues from ``out_dir/last.safetensors`` (its config must match ``cfg``
-    except for ``epochs``, so a finished run can be extended; with ``change_lr`` also except
-    for ``lr``: the optimiser's state is kept and it continues at ``cfg.lr``, e.g. a second
-    phase at a lower rate). The history records every epoch's learning rate (``lr``).
+    ``out_dir`` must not hold a run already (``last``/``best`` checkpoints) unless ``resume``
+    or ``overwrite`` (which replaces that run's files, and only those) is given.
+    ``resume=True`` continues from ``out_dir/last.safetensors`` and raises when it is absent;
+    ``resume="auto"`` continues when it is present and else starts a new run. On resume the
+    configuration comes from the checkpoint: ``cfg`` may be None, or must match it except for
+    ``epochs`` and ``data_root`` (so a finished run can be extended; with ``change_lr`` also
+    ``lr``: the optimiser's state is kept and it continues at ``cfg.lr``, e.g. a second phase at
+    a lower rate); a conflict is named as ``field: checkpoint value -> given value``. Every
+    option is checked before any work (:class:`UserError`). The history records every epoch's
+    learning rate (``lr``).
     ``init`` starts a new run from other weights (a checkpoint file or a shipped name): every
     parameter is copied by name and must match in shape, while the config may differ where no
     parameter depends on it (e.g. a reconstructor without activations); ignored on resume.
@@ -338,7 +564,22 @@ def train(
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
-    dev = torch.device(device) if device is not None else default_device()
+    if resume not in (True, False, "auto"):
+        raise UserError(f"resume must be True, False or 'auto', got {resume!r}")
+    if max_epochs is not None and not _is_int(max_epochs, 0):
+        raise UserError(f"max_epochs must be None or an integer >= 0, got {max_epochs!r}")
+    if time_budget_s is not None and not (
+        isinstance(time_budget_s, (int, float)) and time_budget_s > 0
+    ):
+        raise UserError(f"time_budget_s must be None or a number > 0, got {time_budget_s!r}")
+    dev = resolve_device(device)
+    resuming = _check_out_dir(out, resume, overwrite)
+    last = out / "last.safetensors"
+    if resuming:
+        cfg = _resume_config(cfg, read_metadata(last), last, change_lr)
+    elif cfg is None:
+        raise UserError("a training config is needed to start a new run (cfg=None)")
+    cfg.validate()  # the config may have been changed in place since it was made
     seed_everything(cfg.seed)
     model = DILRAN(cfg.model_config()).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -350,19 +591,15 @@ def train(
         "lr": [],
     }
     start = 0
-    last = out / "last.safetensors"
-    for stale in out.glob(".*.tmp"):  # left by a process killed while writing
-        stale.unlink()
-    if resume and last.is_file():
-        saved = asdict(TrainConfig.from_dict(read_metadata(last)["train_config"]))
-        free = {"epochs", "lr"} if change_lr else {"epochs"}
-        diff = [k for k, v in asdict(cfg).items() if k not in free and saved[k] != v]
-        if diff:  # only the number of epochs (and with change_lr the rate) may change
-            raise CheckpointError(f"cannot resume {last}: the training config differs in {diff}")
+    _clean_stale_temps(out)
+    if resuming:
         model, meta = load_checkpoint(last, model, opt, map_location=dev)
+        if not isinstance(meta.get("history"), dict) or not _is_int(meta.get("epoch"), 0):
+            raise CheckpointError(f"cannot resume {last}: its header lacks history or epoch")
         history, start = meta["history"], meta["epoch"]
         # checkpoints written before the rate was recorded ran at their config's rate
-        history.setdefault("lr", [saved["lr"]] * len(history["train_loss"]))
+        saved_lr = meta["train_config"].get("lr", cfg.lr)
+        history.setdefault("lr", [saved_lr] * len(history["train_loss"]))
         for group in opt.param_groups:
             group["lr"] = cfg.lr
     elif init is not None:
@@ -378,6 +615,13 @@ def train(
     ).to(dev)
     train_x, source = _images(cfg, "train")
     val_x, _ = _images(cfg, "val")
+    if cfg.crop is not None and cfg.crop > min(train_x.shape[-2:]):
+        raise UserError(
+            f"crop {cfg.crop} is larger than the training images {tuple(train_x.shape[-2:])}"
+        )
+    if overwrite and not resuming:  # the data are read: now replace the old run's files
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
     val_x = _centre(val_x[: cfg.val_limit], cfg.val_crop)
     if cfg.crop is None and not cfg.augment:  # whole images, as the paper: keep them on the device
         train_x = train_x.to(dev)

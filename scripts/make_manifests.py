@@ -2,7 +2,8 @@
 
 Dev-only: run from the repository root with ``python scripts/make_manifests.py [DATA_ROOT]``.
 Each manifest holds the SHA-256 of every file (from the folder's sha256.json, re-checked against
-the files when they are present), the splits (splits.json) and the public source the downloader
+the files, which must all be present), its size in bytes (the downloader refuses a file as soon
+as it passes that size), the splits (splits.json) and the public source the downloader
 fetches from.
 """
 
@@ -42,10 +43,14 @@ def build(pairs: str, data: Path) -> dict:
     src = data / folder
     sums = json.loads((src / "sha256.json").read_text())
     splits = json.loads((src / "splits.json").read_text())
+    sizes = {}
     for rel, digest in sums.items():
         path = src / rel
-        if path.is_file() and sha256(path) != digest:
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: the manifest needs every file's size")
+        if sha256(path) != digest:
             raise SystemExit(f"{path}: checksum differs from {src / 'sha256.json'}")
+        sizes[rel] = path.stat().st_size
     names = sorted({rel.split("/", 1)[1] for rel in sums})
     for m in modalities:
         missing = [n for n in names if f"{m}/{n}" not in sums]
@@ -65,6 +70,7 @@ def build(pairs: str, data: Path) -> dict:
             "School, https://www.med.harvard.edu/aanlib/",
         },
         "sha256": dict(sorted(sums.items())),
+        "size": dict(sorted(sizes.items())),
         "splits": splits,
     }
 

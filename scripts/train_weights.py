@@ -159,7 +159,7 @@ def main() -> None:
         train(
             cfg,
             run_dir,
-            resume=True,
+            resume="auto",  # continue the run when there is one, else start it
             device=args.device,
             progress=False,
             time_budget_s=budget,
@@ -178,7 +178,7 @@ def train_paper_schedule(name: str, device: str | None) -> None:
     note = PAPER_NOTE.format(device=where, lr=cfg.lr, epochs=cfg.epochs, batch=cfg.batch_size)
     run_dir = REPO / "runs" / "paper" / name
     print(f"== {name}: {cfg}\n   -> {run_dir}", flush=True)
-    _, meta = train(cfg, run_dir, resume=True, device=dev, progress=False, notes=note)
+    _, meta = train(cfg, run_dir, resume="auto", device=dev, progress=False, notes=note)
     times = meta["history"]["epoch_time_s"]
     print(f"   {len(times)} epochs, {sum(times):.1f} s in epochs", flush=True)
     print(f"exported {export(run_dir, name)}", flush=True)

@@ -57,16 +57,19 @@ def test_fuse_a_split(tmp_path, atlas_root, capsys):
     assert np.asarray(Image.open(out / files[0])).shape == (256, 256)
 
 
-def test_unknown_weights_are_named(tmp_path, pair_files):
-    with pytest.raises(ValueError, match="no shipped weights named 'nope'"):
-        main(["fuse", *map(str, pair_files), "-o", str(tmp_path / "f.png"), "--weights", "nope"])
+def test_unknown_weights_are_named(tmp_path, pair_files, capsys):
+    args = ["fuse", *map(str, pair_files), "-o", str(tmp_path / "f.png"), "--weights", "nope"]
+    assert main(args) == 2  # a CheckpointError: one line, exit 2
+    err = capsys.readouterr().err
+    assert "no shipped weights named 'nope'" in err and err.count("\n") == 1
 
 
 def test_download_offline_fails_with_a_message(tmp_path, capsys):
-    args = ["download", "--dest", str(tmp_path), "--base-url", "http://127.0.0.1:9/"]
-    assert main(args) == 1
+    args = ["download", "--dest", str(tmp_path), "--base-url", "http://127.0.0.1:9/", "--quiet"]
+    assert main(args) == 2
     err = capsys.readouterr().err
-    assert "error:" in err and "MRI/" in err or "CT/" in err
+    assert err.startswith("dilran-lite: error: ") and err.count("\n") == 1
+    assert "offline" in err and "not attempted" in err and "--base-url" in err
 
 
 def test_evaluate_shipped_weights_on_a_split(atlas_root, tmp_path, capsys):

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import json
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -19,16 +20,42 @@ NAMES = ["2004.png", "34002.png", "20005.png"]  # one pair of each series split:
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves files; records each request; ``cut`` paths get half their body, then a hang-up."""
+    """Serves files; records each request; ``cut`` paths get half their body, then a hang-up;
+    ``flood`` paths stream that many zero bytes without a Content-Length; ``lie`` paths announce
+    that many bytes in their Content-Length (and send the file)."""
 
     requests: list[str]
     cut: set[str]
+    flood: dict[str, int]
+    lie: dict[str, int]
+    sent: list[int]
 
     def log_message(self, *args):  # keep the test output quiet
         pass
 
     def do_GET(self):
         self.requests.append(self.path)
+        rel = self.path.lstrip("/")
+        if rel in self.flood:
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            sent, block = 0, bytes(1 << 16)
+            try:
+                while sent < self.flood[rel]:
+                    self.wfile.write(block)
+                    sent += len(block)
+            except OSError:  # the client hung up
+                pass
+            self.sent.append(sent)
+            self.close_connection = True
+            return
+        if rel in self.lie:
+            self.send_response(200)
+            self.send_header("Content-Length", str(self.lie[rel]))
+            self.end_headers()
+            self.close_connection = True
+            return
         if self.path.lstrip("/") in self.cut:
             body = Path(self.translate_path(self.path)).read_bytes()
             self.send_response(200)
@@ -50,7 +77,9 @@ def server(tmp_path, atlas_root):
         for m in PAIRS["mri-ct"]:
             (served / "harvard-mri-ct" / m).mkdir(parents=True, exist_ok=True)
             shutil.copy(atlas_root / m / n, served / "harvard-mri-ct" / m / n)
-    handler = type("H", (_Handler,), {"requests": [], "cut": set()})
+    handler = type(
+        "H", (_Handler,), {"requests": [], "cut": set(), "flood": {}, "lie": {}, "sent": []}
+    )
     httpd = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(handler, directory=str(served))
     )
@@ -115,17 +144,22 @@ def test_corrupted_file_on_server(server, tmp_path):
     raw[100] ^= 0xFF
     bad.write_bytes(bytes(raw))
     dest = tmp_path / "dest"
-    with pytest.raises(DownloadError, match=r"checksum mismatch for .*MRI/34002\.png") as err:
+    with pytest.raises(DownloadError, match=r"1 failed \(MRI/34002\.png\)") as err:
         download_atlas(dest, "mri-ct", base_url=server["url"], names=NAMES, progress=False)
-    assert "deleted" in str(err.value) and str(dest) in str(err.value)
+    msg = str(err.value)
+    assert "MRI/34002.png: checksum mismatch" in msg and "deleted" in msg and str(dest) in msg
+    assert "5 fetched" in msg and "\n" not in msg
     assert not (dest / "harvard-mri-ct" / "MRI" / "34002.png").exists()
     assert not _leftovers(dest)
+    # the bad file did not stop the others
+    assert len(server["handler"].requests) == 6
+    assert len(list((dest / "harvard-mri-ct").rglob("*.png"))) == 5
 
 
 def test_missing_file_on_server(server, tmp_path):
     (server["dir"] / "harvard-mri-ct" / "CT" / "20005.png").unlink()
     dest = tmp_path / "dest"
-    with pytest.raises(DownloadError, match=r"20005\.png.*HTTP 404") as err:
+    with pytest.raises(DownloadError, match=r"1 failed \(CT/20005\.png\).*HTTP 404") as err:
         download_atlas(dest, "mri-ct", base_url=server["url"], names=NAMES, progress=False)
     msg = str(err.value)
     assert "check your connection" in msg.lower() and "copy the atlas folder by hand" in msg
@@ -136,7 +170,7 @@ def test_missing_file_on_server(server, tmp_path):
 def test_interrupted_transfer(server, tmp_path):
     server["handler"].cut = {"harvard-mri-ct/CT/34002.png"}
     dest = tmp_path / "dest"
-    with pytest.raises(DownloadError, match=r"CT/34002\.png.*interrupted"):
+    with pytest.raises(DownloadError, match=r"CT/34002\.png: the transfer was interrupted"):
         download_atlas(dest, "mri-ct", base_url=server["url"], names=NAMES, progress=False)
     assert not (dest / "harvard-mri-ct" / "CT" / "34002.png").exists()
     assert not _leftovers(dest)
@@ -159,7 +193,7 @@ def test_network_error_names_file_and_advice(tmp_path):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    with pytest.raises(DownloadError, match=r"could not fetch .*CT/2004\.png") as err:
+    with pytest.raises(DownloadError, match=r"2 failed \(CT/2004\.png, MRI/2004\.png\)") as err:
         download_atlas(
             tmp_path,
             base_url=f"http://127.0.0.1:{port}/",
@@ -167,8 +201,19 @@ def test_network_error_names_file_and_advice(tmp_path):
             progress=False,
             timeout=5,
         )
-    assert "copy the atlas folder by hand" in str(err.value)
+    msg = str(err.value)
+    assert "offline" in msg and "$DILRAN_DATA" in msg and "--base-url" in msg and "phantom" in msg
+    assert "\n" not in msg
     assert not _leftovers(tmp_path)
+    # many files: stops after a few connection failures instead of trying every one
+    with pytest.raises(DownloadError, match=r"3 failed .* not attempted.*offline"):
+        download_atlas(
+            tmp_path,
+            base_url=f"http://127.0.0.1:{port}/",
+            names=NAMES,
+            progress=False,
+            timeout=5,
+        )
 
 
 def test_file_url_and_template(tmp_path, atlas_root):
@@ -188,3 +233,122 @@ def test_file_url_and_template(tmp_path, atlas_root):
     assert got == (atlas_root / "CT" / "2004.png").read_bytes()
     with pytest.raises(ValueError, match="not in the mri-ct manifest"):
         download_atlas(tmp_path / "d", base_url=mirror.as_uri(), names=["9999.png"])
+
+
+def test_manifests_carry_sizes_that_match_the_files(shared_data):
+    for pairs in PAIRS:
+        man = load_manifest(pairs)
+        assert set(man["size"]) == set(man["sha256"])
+        for rel in list(man["size"])[::50]:  # a sample: every 50th file
+            path = shared_data / man["dataset"] / rel
+            assert path.stat().st_size == man["size"][rel]
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == man["sha256"][rel]
+
+
+def test_a_flooding_server_is_cut_off_at_the_manifest_size(server, tmp_path):
+    rel = "harvard-mri-ct/CT/2004.png"
+    size = load_manifest("mri-ct")["size"]["CT/2004.png"]
+    server["handler"].flood = {rel: 200 << 20}  # 200 MB for a ~13 KB file
+    dest = tmp_path / "dest"
+    with pytest.raises(DownloadError, match=rf"CT/2004\.png: more than the expected {size} bytes"):
+        download_atlas(dest, "mri-ct", base_url=server["url"], names=NAMES, progress=False)
+    assert not (dest / "harvard-mri-ct" / "CT" / "2004.png").exists()
+    assert not _leftovers(dest)
+    assert len(list((dest / "harvard-mri-ct").rglob("*.png"))) == 5  # the others were fetched
+
+
+def test_streaming_reads_no_more_than_the_size(monkeypatch, tmp_path):
+    """Against an endless response: the downloader reads at most size + 1 bytes."""
+    import io
+
+    from dilran_lite import download
+
+    class Endless(io.RawIOBase):
+        headers: dict = {}
+        read_total = 0
+
+        def read(self, n=-1):
+            n = 1 << 20 if n is None or n < 0 else n
+            Endless.read_total += n
+            return b"\0" * n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: Endless())
+    with pytest.raises(DownloadError, match="more than the expected 1000 bytes"):
+        download._fetch("http://x/", tmp_path / "f.png", "0" * 64, 1000, 1.0)
+    assert Endless.read_total <= 1001
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_announced_oversize_is_refused_before_reading(server, tmp_path):
+    server["handler"].lie = {"harvard-mri-ct/MRI/2004.png": 200 << 20}
+    dest = tmp_path / "dest"
+    with pytest.raises(DownloadError, match=r"MRI/2004\.png: the server announces 209715200 bytes"):
+        download_atlas(dest, "mri-ct", base_url=server["url"], names=NAMES, progress=False)
+    assert not _leftovers(dest)
+
+
+def test_stale_part_files_of_a_killed_run_are_removed_and_no_others(server, tmp_path):
+    dest = tmp_path / "dest"
+    ct = dest / "harvard-mri-ct" / "CT"
+    ct.mkdir(parents=True)
+    ours = [
+        ct / ".2004.png.dilran-download-k1ll3d.part",
+        ct.parent / ".splits.json.dilran-download-x.part",
+    ]
+    theirs = [ct / ".notes.part", ct / "draft.part", ct.parent / ".2004.png.abc.part"]
+    for p in ours + theirs:
+        p.write_bytes(b"half a file")
+    download_atlas(dest, "mri-ct", base_url=server["url"], names=NAMES, progress=False)
+    assert not any(p.exists() for p in ours)
+    assert all(p.read_bytes() == b"half a file" for p in theirs)
+
+
+@pytest.mark.parametrize(
+    "rel, why",
+    [
+        ("MRI/../../../x.png", "not MRI/CT-folder/NAME.png"),
+        ("/etc/x.png", "not MRI/CT-folder/NAME.png"),
+        ("PET/x.png", "not MRI/CT-folder/NAME.png"),
+        ("MRI/sub/x.png", "not MRI/CT-folder/NAME.png"),
+        ("MRI/x.exe", "not MRI/CT-folder/NAME.png"),
+    ],
+)
+def test_manifest_entries_are_validated_before_any_request(tmp_path, monkeypatch, rel, why):
+    from dilran_lite import download
+
+    requests = []
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda *a, **k: requests.append(a))
+    man = load_manifest("mri-ct")
+    man = {**man, "sha256": {rel: "0" * 64}, "size": {rel: 10}}
+    with pytest.raises(DownloadError, match=re.escape(f"entry {rel!r} is refused: {why}")):
+        download_atlas(tmp_path / "d", base_url="http://127.0.0.1:9/", manifest=man, progress=False)
+    assert requests == []
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "d").exists()
+
+
+def test_manifest_values_are_validated(tmp_path):
+    man = load_manifest("mri-ct")
+    bad_hex = {**man, "sha256": {"MRI/1.png": "xyz"}}
+    with pytest.raises(DownloadError, match="not 64 lowercase hex"):
+        download_atlas(tmp_path, manifest=bad_hex, progress=False)
+    bad_size = {**man, "sha256": {"MRI/1.png": "0" * 64}, "size": {"MRI/1.png": 0}}
+    with pytest.raises(DownloadError, match="size 0 is not a positive integer"):
+        download_atlas(tmp_path, manifest=bad_size, progress=False)
+    other = {**man, "dataset": "../elsewhere"}
+    with pytest.raises(DownloadError, match="expected 'harvard-mri-ct'"):
+        download_atlas(tmp_path, manifest=other, progress=False)
+
+
+def test_summary_line_with_progress(server, tmp_path, capsys):
+    dest = tmp_path / "dest"
+    download_atlas(dest, "mri-ct", base_url=server["url"], names=NAMES, progress=True)
+    out = capsys.readouterr().out
+    assert "6 files, 0 already verified, 6 fetched, 0 failed" in out
+    download_atlas(dest, "mri-ct", base_url=server["url"], names=NAMES, progress=True)
+    assert "6 already verified, 0 fetched, 0 failed" in capsys.readouterr().out

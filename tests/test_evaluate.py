@@ -14,7 +14,7 @@ import torch
 from skimage import io
 
 from dilran_lite import metrics as M
-from dilran_lite.evaluate import evaluate, main
+from dilran_lite.evaluate import BUILTIN_METHODS, evaluate, main
 
 
 def _load(root: Path, names: list[str]) -> list[tuple[torch.Tensor, torch.Tensor, str]]:
@@ -142,3 +142,153 @@ def test_named_dataset_and_command_line(atlas_root, tmp_path, capsys):
     assert "mean" in capsys.readouterr().out
     table = evaluate("average", atlas_root, split="paper/test", metrics=["EN"], progress=False)
     assert np.allclose(table["EN"].to_numpy(), back["EN"].to_numpy(), rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------
+# evaluate_folder / `dilran-lite evaluate --fused`
+# ------------------------------------------------------------------------------------------
+def _tiny_folder(root: Path, other: str = "CT", n: int = 3, size: int = 64) -> Path:
+    """A dataset folder of ``n`` phantom pairs (``other`` in colour for PET/SPECT) with a
+    splits.json whose series/test holds the first two."""
+    from dilran_lite.inference import save_image
+    from dilran_lite.phantom import PhantomDataset
+
+    ds = PhantomDataset(n=n, size=size, seed=5, modality=other)
+    names = []
+    for a, b, name in ds:
+        save_image(a, root / "MRI" / f"{name}.png")
+        save_image(b, root / other / f"{name}.png")
+        names.append(f"{name}.png")
+    splits = {"series": {"train": names[2:], "val": [], "test": names[:2]}}
+    (root / "splits.json").write_text(json.dumps(splits))
+    return root
+
+
+def test_folder_of_fused_images_matches_evaluate(tmp_path):
+    from dilran_lite.evaluate import evaluate_folder
+    from dilran_lite.inference import save_image
+    from dilran_lite.phantom import PhantomDataset
+
+    ds = PhantomDataset(n=3, size=64, seed=1)
+    out = tmp_path / "fused"
+    for a, b, name in ds:  # a user's own method: here the pixel average, saved as 8-bit PNG
+        save_image(0.5 * (a + b), out / f"{name}.png")
+    (out / "notes.txt").write_text("other files are ignored")
+    csv = tmp_path / "sub" / "scores.csv"
+    got = evaluate_folder(out, ds, csv_path=csv, progress=False)
+    ref = evaluate("average", ds, progress=False)
+    assert list(got.index) == list(ref.index) and list(got.columns) == list(M.METRICS)
+    # the folder holds the 8-bit rounding of the average, which evaluate quantises the same way
+    assert np.allclose(got.to_numpy(), ref.to_numpy(), rtol=1e-6, equal_nan=True)
+    assert pd.read_csv(csv, index_col="image").index[-1] == "mean"
+
+
+def test_fuse_then_evaluate_round_trip_on_the_command_line(tmp_path, capsys):
+    from dilran_lite.cli import main as cli
+
+    data = _tiny_folder(tmp_path / "D")
+    out, csv = tmp_path / "out", tmp_path / "scores.csv"
+    fuse = ["fuse", "--data", str(data), "--split", "series/test", "-o", str(out)]
+    assert cli([*fuse, "--weights", "dilran-lite", "--strategy", "average", "--quiet"]) == 0
+    args = ["evaluate", "--fused", str(out), "--dataset", str(data), "--split", "series/test"]
+    assert cli([*args, "--csv", str(csv), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(csv, index_col="image")
+    assert list(table.index) == ["phantom_0005.png", "phantom_0006.png", "mean"]
+    assert "mean" in printed and "wrote" in printed
+    assert np.isfinite(table.loc["mean", "SSIM"]) and table.loc["mean", "EN"] > 0
+
+
+def test_colour_pairs_are_scored_on_the_y_channel(tmp_path):
+    from dilran_lite.color import rgb_to_luma
+    from dilran_lite.data import PairedDataset, load_image
+    from dilran_lite.evaluate import evaluate_folder
+
+    data = _tiny_folder(tmp_path / "P", other="PET")
+    ds = PairedDataset(data, pairs="mri-pet", split="series/test")
+    out = tmp_path / "fused"
+    from dilran_lite.inference import save_image
+
+    for a, b, name in ds:
+        save_image(BUILTIN_METHODS["max"](a, b), out / name)  # a colour result
+    table = evaluate_folder(out, data, split="series/test", metrics=["PSNR", "EN"], progress=False)
+    a, b, name = ds[0]
+    fused = rgb_to_luma(load_image(out / name, "RGB"))
+    expect = M.compute_metrics(a, rgb_to_luma(b), fused, ["PSNR", "EN"])
+    assert table.loc[name, "PSNR"] == pytest.approx(expect["PSNR"])
+    assert table.loc[name, "EN"] == pytest.approx(expect["EN"])
+    # the folder is read as MRI-PET (guessed from PET/), also by evaluate with a method
+    t2 = evaluate("max", str(data), split="series/test", metrics=["PSNR"], progress=False)
+    assert t2.loc[name, "PSNR"] == pytest.approx(expect["PSNR"], abs=0.05)
+
+
+def test_missing_and_mis_sized_images_are_named_before_any_work(tmp_path, capsys):
+    from PIL import Image
+
+    from dilran_lite.cli import main as cli
+    from dilran_lite.errors import UserError
+    from dilran_lite.evaluate import evaluate_folder
+
+    data = _tiny_folder(tmp_path / "D", n=4)
+    splits = json.loads((data / "splits.json").read_text())
+    splits["series"]["test"] = sorted(p.name for p in (data / "MRI").iterdir())
+    (data / "splits.json").write_text(json.dumps(splits))
+    out = tmp_path / "out"
+    out.mkdir()
+    names = splits["series"]["test"]
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(out / names[0])
+    Image.fromarray(np.zeros((32, 64), np.uint8)).save(out / names[1])
+    (out / names[2]).write_bytes(b"not a png")
+    with pytest.raises(UserError) as err:
+        evaluate_folder(out, data, split="series/test", progress=False)
+    msg = str(err.value)
+    assert f"1 missing: {names[3]}" in msg
+    assert f"{names[1]} (32x64, sources 64x64)" in msg and f"{names[2]} (unreadable)" in msg
+    args = ["evaluate", "--fused", str(out), "--dataset", str(data), "--no-progress"]
+    assert cli(args) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(UserError, match="not found"):
+        evaluate_folder(tmp_path / "nope", data, split="series/test", progress=False)
+
+
+def test_csv_path_is_checked_before_the_work(tmp_path, small, monkeypatch):
+    from dilran_lite import evaluate as E
+    from dilran_lite.errors import UserError
+
+    calls = []
+    monkeypatch.setattr(E, "compute_metrics", lambda *a: calls.append(1) or {})
+    with pytest.raises(UserError, match="is a folder"):
+        evaluate("average", small, csv_path=tmp_path, progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot create the folder"):
+        evaluate("average", small, csv_path=tmp_path / "file" / "t.csv", progress=False)
+    with pytest.raises(UserError, match="is a folder"):
+        E.evaluate_folder(tmp_path, small, csv_path=tmp_path, progress=False)
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--method", "max", "--weights", "no-such-weights"],
+        ["--fused", "out", "--weights", "no-such-weights"],
+        ["--fused", "out", "--method", "max"],
+    ],
+)
+def test_conflicting_options_are_refused(extra, capsys):
+    from dilran_lite.cli import main as cli
+
+    assert cli(["evaluate", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "give one of --method, --weights or --fused" in err and err.count("\n") == 1
+
+
+def test_bad_dataset_and_pairs_are_one_line(tmp_path, capsys):
+    from dilran_lite.cli import main as cli
+
+    assert cli(["evaluate", "--dataset", str(tmp_path / "missing"), "--no-progress"]) == 2
+    assert "neither a folder nor one of mri-ct" in capsys.readouterr().err
+    data = _tiny_folder(tmp_path / "D")
+    assert cli(["evaluate", "--dataset", str(data), "--pairs", "mri-pet", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "harvard-mri-pet" in err and "not found" in err and err.count("\n") == 1
