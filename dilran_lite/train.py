@@ -227,7 +227,8 @@ def load_checkpoint(
     """
     path = Path(path)
     meta = read_metadata(path)
-    cfg = ModelConfig.from_dict(meta["model_config"])
+    # the config class of the given model (a learned-fusion layer has its own), else DILRAN's
+    cfg = (ModelConfig if model is None else type(model.config)).from_dict(meta["model_config"])
     if model is None:
         model = DILRAN(cfg)
     elif model.config != cfg:
