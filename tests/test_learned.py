@@ -128,3 +128,39 @@ def test_shipped_learned_weights(name):
     b[..., 20:40, 20:40] = 0.9
     out = layer(a, b)
     assert out.shape == a.shape and 0 <= out.min() and out.max() <= 1
+
+
+def test_beyond_table_ranks_the_learned_layer_against_every_method():
+    from dilran_lite.experiments import (
+        BEYOND_METRICS,
+        STRATEGY_ORDER,
+        beyond_goal,
+        beyond_runs,
+        beyond_table,
+        fuse_with_model,
+        score_runs,
+    )
+    from dilran_lite.phantom import PhantomDataset
+
+    ds = PhantomDataset(n=2, size=64, seed=5)
+    pairs = [
+        (a.float(), b.float(), f"p{i}") for i, (a, b, *_) in enumerate(ds[i] for i in range(2))
+    ]
+    layer = _layer()  # untrained: w = 0.5 everywhere, i.e. the feature average
+    runs = beyond_runs(pairs, "test", layer.backbone, layer, "lf")
+    assert [r.strategy for r in runs[3:-1]] == STRATEGY_ORDER
+    avg = fuse_with_model(layer.backbone, pairs, ["average"], "lf", "test")["average"]
+    for name in avg.fused:
+        diff = runs[-1].fused[name].astype(int) - avg.fused[name].astype(int)
+        assert abs(diff).max() <= 1  # same image up to 8-bit rounding
+    score_runs(runs, {"test": pairs}, BEYOND_METRICS)
+    table = beyond_table(runs)
+    assert list(table.index[-3:]) == ["best other", "learned / best", "wins"]
+    assert len(table) == len(runs) + 3
+    best = table.iloc[:-4][BEYOND_METRICS].max()
+    torch.testing.assert_close(
+        torch.tensor(table.loc["best other", BEYOND_METRICS].to_numpy(float)),
+        torch.tensor(best.to_numpy(float)),
+    )
+    goal = beyond_goal(table)
+    assert 0 <= goal["wins"] <= 8 and isinstance(goal["goal_met"], bool)
