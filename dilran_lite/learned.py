@@ -69,12 +69,17 @@ class WeightNet(nn.Module):
     """Features and images -> per-pixel weight of the first source.
 
     Input: ``f1, f2`` (N, width, H, W) and, when ``with_images``, ``a, b`` (N, 1, H, W).
-    Output: ``w`` (N, 1, H, W) in [0, 1]. Three 3x3 convolutions (the middle one dilated by 2:
-    a 9x9 receptive field); the last one starts at zero, so an untrained net gives w = 0.5
-    (the feature average).
+    Output: ``w`` (N, 1, H, W) in [0, 1]. The features are divided by their mean magnitude
+    (per image), then three 3x3 convolutions (the middle one dilated by 2: a 9x9 receptive field)
+    give a logit, to which ``gain * (a - b)`` is added (``gain`` learnable, 10 at the start):
+    the untrained net leans towards the brighter source, a soft pixel maximum of the features,
+    and learns where to depart from it. The last convolution starts at zero; with ``gain = 0``
+    an untrained net gives w = 0.5 (the feature average).
     """
 
-    def __init__(self, width: int, hidden: int = 16, with_images: bool = True) -> None:
+    def __init__(
+        self, width: int, hidden: int = 16, with_images: bool = True, gain: float = 10.0
+    ) -> None:
         super().__init__()
         c_in = 2 * width + (2 if with_images else 0)
         self.with_images = with_images
@@ -87,12 +92,20 @@ class WeightNet(nn.Module):
         )
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
+        # a learnable prior towards the brighter source: logit += gain * (a - b)
+        self.gain = nn.Parameter(torch.tensor(gain if with_images else 0.0))
 
     def forward(
         self, f1: torch.Tensor, f2: torch.Tensor, a: torch.Tensor, b: torch.Tensor
     ) -> torch.Tensor:
+        # features scaled to a mean magnitude of 1 per image: the sigmoid starts unsaturated
+        scale = torch.cat([f1, f2], dim=1).abs().mean(dim=(1, 2, 3), keepdim=True)
+        f1, f2 = f1 / scale.clamp_min(1e-6), f2 / scale.clamp_min(1e-6)
         parts = [f1, f2, a, b] if self.with_images else [f1, f2]
-        return torch.sigmoid(self.body(torch.cat(parts, dim=1)))
+        logit = self.body(torch.cat(parts, dim=1))
+        if self.with_images:
+            logit = logit + self.gain * (a - b)
+        return torch.sigmoid(logit)
 
 
 class LearnedFusion(nn.Module):
@@ -237,7 +250,7 @@ class LearnedTrainConfig:
     epochs: int = 20
     steps_per_epoch: int = 20
     batch_size: int = 8
-    lr: float = 2e-3
+    lr: float = 1e-3
     alpha: float = 1.0
     beta: float = 1.0
     val_limit: int | None = None
@@ -348,11 +361,12 @@ def train_learned_fusion(
 ) -> tuple[LearnedFusion, dict]:
     """Train the weight net on the frozen backbone's features; checkpoints go to ``out_dir``
     (``last.safetensors`` every epoch, ``best.safetensors`` at the lowest validation loss).
+    Returns the best epoch's weights with the metadata of the last (every epoch's history),
+    plus ``best_epoch`` and ``best_val_loss``.
 
     ``resume`` continues from ``last`` (same config except ``epochs``). ``cache`` (a dict, filled
     on first use) keeps the encoded train and val features between calls with the same data,
-    backbone and crops (e.g. when trying several ``alpha``, ``beta``). Returns the model with
-    the best weights and the metadata (``history``: train and val loss per epoch).
+    backbone and crops (e.g. when trying several ``alpha``, ``beta``).
     """
     from . import __version__
     from .pretrained import pretrained
@@ -443,12 +457,12 @@ def train_learned_fusion(
             print(
                 f"epoch {epoch + 1}: train {history['train_loss'][-1]:.5f}  val {v:.5f}", flush=True
             )
+    meta = read_metadata(last) if last.is_file() else {**base_meta, "epoch": start}
     best_path = out / "best.safetensors"
-    if best_path.is_file():
+    if best_path.is_file():  # the weights of the best epoch, the history of every epoch
         load_checkpoint(best_path, model)
-        meta = read_metadata(best_path)
-    else:
-        meta = {**base_meta, "epoch": start, "history": history}
+        meta["best_epoch"] = read_metadata(best_path)["epoch"]
+        meta["best_val_loss"] = min(meta["history"]["val_loss"])
     return model.eval(), meta
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from dilran_lite.learned import LearnedTrainConfig, train_learned_fusion
 from dilran_lite.metrics import compute_metrics, to_uint8
@@ -46,12 +48,46 @@ def val_scores(model, val: dict) -> dict[str, float]:
     return {"model": mean, "pixel_max": mref, "wins": sum(mean[m] > mref[m] for m in GOAL_METRICS)}
 
 
+def load_feature_cache(path: Path) -> dict:
+    """The encoded crops of an earlier call (so that a restarted run does not encode again)."""
+    if not path.is_file():
+        return {}
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    parts = {
+        p: {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(p + ".")}
+        for p in ("train", "val")
+    }
+    return {
+        "key": tuple(json.loads(meta["key"])),
+        "source": meta["source"],
+        "n": tuple(json.loads(meta["n"])),
+        "encode_s": float(meta["encode_s"]),
+        **parts,
+    }
+
+
+def save_feature_cache(path: Path, cache: dict) -> None:
+    tensors = {f"{p}.{k}": v.contiguous() for p in ("train", "val") for k, v in cache[p].items()}
+    meta = {
+        "key": json.dumps(list(cache["key"])),
+        "source": cache["source"],
+        "n": json.dumps(list(cache["n"])),
+        "encode_s": str(cache["encode_s"]),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--split", default="series", choices=["series", "paper"])
-    p.add_argument("--grid", nargs="+", default=["1,1", "2,0.5", "0.5,2"], help="alpha,beta")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--grid", nargs="+", default=["1,1", "2,0.5"], help="alpha,beta")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--crop", type=int, default=64, help="training crop size (default 64)")
+    p.add_argument("--val-limit", type=int, default=4, help="first N val pairs (default 4)")
     p.add_argument("--runs", default="/tmp/learned-runs", help="folder for the runs' checkpoints")
     p.add_argument("--name", default=None, help="shipped name (default from the split)")
     args = p.parse_args(argv)
@@ -59,10 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or (
         "learned-fusion" if args.split == "series" else "learned-fusion-paper-split"
     )
+    # the backbone was trained on the same split's training part: no test image was seen
+    backbone = "dilran-paper" if args.split == "series" else "dilran-paper-paper-split"
     base = LearnedTrainConfig(
-        split=args.split, data="atlas", epochs=args.epochs, steps_per_epoch=args.steps
+        backbone=backbone,
+        split=args.split,
+        data="atlas",
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        val_limit=args.val_limit,
+        crop=args.crop,
     )
-    cache: dict = {}
+    cache_file = (
+        Path(args.runs) / f"{args.split}-c{args.crop}-v{args.val_limit}-features.safetensors"
+    )
+    cache = load_feature_cache(cache_file)
+    if not cache:  # encode once (0 epochs) and keep the features on disk
+        train_learned_fusion(replace(base, epochs=0), Path(args.runs) / "encode", cache=cache)
+        save_feature_cache(cache_file, cache)
     results = []
     for item in args.grid:
         alpha, beta = (float(x) for x in item.split(","))
@@ -96,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             "pixel_max_val": scores["pixel_max"],
             "chosen": {"alpha": alpha, "beta": beta, "wins": wins},
         },
-        "notes": "Trained on a CPU (2 shared cores, no GPU lent): the frozen dilran-paper "
-        "encoder's features of one random 96x96 crop per training pair were computed once and "
-        f"cached; {args.epochs} epochs of {args.steps} Adam steps (batch 8, lr 2e-3) on the "
-        "weight net only; validation on the whole val images.",
+        "notes": "Trained on a CPU (2 shared cores, no GPU lent): the frozen "
+        f"{backbone} encoder's features of one random {args.crop}x{args.crop} crop per "
+        "training pair were computed once and "
+        f"cached; {args.epochs} epochs of {args.steps} Adam steps (batch 8, lr 1e-3) on the "
+        f"weight net only; validation on the first {args.val_limit} whole val pairs.",
     }
     save_checkpoint(WEIGHTS_DIR / f"{name}.safetensors", model, meta, dtype=torch.float16)
     print(f"wrote {WEIGHTS_DIR / name}.safetensors (alpha {alpha}, beta {beta}, {wins}/8 on val)")

@@ -24,13 +24,17 @@ def _layer(width: int = 16) -> LearnedFusion:
     return LearnedFusion(LearnedConfig("dilran-lite", width)).attach(build_model("lite").eval())
 
 
-def test_weight_net_shape_range_and_start_at_average():
+def test_weight_net_starts_at_a_soft_maximum_and_at_the_average_without_gain():
     net = WeightNet(width=8, hidden=4)
     f1, f2 = torch.randn(2, 8, 20, 24), torch.randn(2, 8, 20, 24)
     a, b = torch.rand(2, 1, 20, 24), torch.rand(2, 1, 20, 24)
     w = net(f1, f2, a, b)
     assert w.shape == (2, 1, 20, 24)
-    torch.testing.assert_close(w, torch.full_like(w, 0.5))  # zero-initialised last layer
+    torch.testing.assert_close(w, torch.sigmoid(10 * (a - b)))  # zero-initialised last layer
+    with torch.no_grad():
+        net.gain.zero_()
+    torch.testing.assert_close(net(f1, f2, a, b), torch.full_like(w, 0.5))
+    assert (WeightNet(8, 4, with_images=False)(f1, f2, a, b) == 0.5).all()
 
 
 def test_mix_is_a_per_pixel_convex_combination():
@@ -146,7 +150,9 @@ def test_beyond_table_ranks_the_learned_layer_against_every_method():
     pairs = [
         (a.float(), b.float(), f"p{i}") for i, (a, b, *_) in enumerate(ds[i] for i in range(2))
     ]
-    layer = _layer()  # untrained: w = 0.5 everywhere, i.e. the feature average
+    layer = _layer()
+    with torch.no_grad():
+        layer.weight_net.gain.zero_()  # untrained, no gain: w = 0.5, the feature average
     runs = beyond_runs(pairs, "test", layer.backbone, layer, "lf")
     assert [r.strategy for r in runs[3:-1]] == STRATEGY_ORDER
     avg = fuse_with_model(layer.backbone, pairs, ["average"], "lf", "test")["average"]
