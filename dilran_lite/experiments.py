@@ -1353,6 +1353,7 @@ def run_beyond(
     and ``beyond_summary.json`` (data, weights, wins and shortfalls per table)."""
     from .learned import load_learned_fusion
     from .pretrained import WEIGHTS_DIR, pretrained
+    from .train import _atomic_write
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1366,6 +1367,9 @@ def run_beyond(
         if got is not None:
             jobs_todo.append((name, "series", *got))
     summary: dict = {"metrics": BEYOND_METRICS, "tables": {}}
+    path = out / "beyond_summary.json"
+    if path.is_file():  # keep the tables of earlier calls (e.g. one split per call)
+        summary["tables"] = json.loads(path.read_text()).get("tables", {})
     for key, split, pairs, label in jobs_todo:
         backbone_name, learned_name = BEYOND_WEIGHTS[split]
         _log(f"beyond: {key}, {len(pairs)} pairs ({backbone_name}, {learned_name})")
@@ -1378,10 +1382,11 @@ def run_beyond(
             "data": label,
             "backbone": backbone_name,
             "learned": learned_name,
+            "n_pairs": len(pairs),
             **beyond_goal(table),
         }
-    text = json.dumps(summary, indent=1, default=_json_default)
-    (out / "beyond_summary.json").write_text(text + "\n")
+        text = json.dumps(summary, indent=1, default=_json_default)
+        _atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text + "\n"))
     return summary
 
 
@@ -1417,6 +1422,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, default=1, help="torch threads (default 1: best on a busy CPU)"
     )
     p.add_argument(
+        "--colour",
+        nargs="*",
+        default=["mri-pet", "mri-spect"],
+        help="with --only beyond: colour pairs scored on the Y channel (default mri-pet mri-spect)",
+    )
+    p.add_argument(
         "--only",
         choices=["beyond"],
         default=None,
@@ -1434,6 +1445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_beyond(
             args.out,
             args.splits,
+            colour=args.colour,
             n_pairs=args.pairs,
             data=args.data,
             cache_path=cache,
