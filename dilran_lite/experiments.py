@@ -1271,17 +1271,23 @@ class _FeatureMemo(torch.nn.Module):
 
 @torch.inference_mode()
 def beyond_runs(
-    pairs: Pairs, split: str, backbone: torch.nn.Module, learned: torch.nn.Module, label: str
+    pairs: Pairs,
+    split: str,
+    backbone: torch.nn.Module,
+    learned: torch.nn.Module,
+    weights: str,
+    learned_name: str,
 ) -> list[Run]:
-    """Fuse ``pairs`` with every baseline, every DILRAN rule of ``backbone`` and ``learned`` (a
-    :class:`dilran_lite.learned.LearnedFusion` on the same backbone): one :class:`Run` each."""
+    """Fuse ``pairs`` with every baseline, every DILRAN rule of ``backbone`` (the shipped
+    ``weights``) and ``learned`` (a :class:`dilran_lite.learned.LearnedFusion` on the same
+    backbone, named ``learned_name``): one :class:`Run` each, the learned layer's last."""
     runs = [fuse_with_baseline(fn, pairs, name, split) for name, fn in BASELINES.items()]
     memo = _FeatureMemo(backbone)
     learned.attach(backbone)
     rules: dict[str, Run] = {}
-    mine = Run(f"learned fusion ({label})", split, label, "learned")
+    mine = Run(f"learned fusion ({learned_name})", split, learned_name, "learned")
     for a, b, name in pairs:
-        for s, r in fuse_with_model(memo, [(a, b, name)], STRATEGY_ORDER, label, split).items():
+        for s, r in fuse_with_model(memo, [(a, b, name)], STRATEGY_ORDER, weights, split).items():
             acc = rules.setdefault(s, Run(r.method, split, r.weights, s))
             acc.fused.update(r.fused)
             acc.seconds += r.seconds
@@ -1374,7 +1380,9 @@ def run_beyond(
         backbone_name, learned_name = BEYOND_WEIGHTS[split]
         _log(f"beyond: {key}, {len(pairs)} pairs ({backbone_name}, {learned_name})")
         learned = load_learned_fusion(WEIGHTS_DIR / f"{learned_name}.safetensors")
-        runs = beyond_runs(pairs, key, pretrained(backbone_name), learned, learned_name)
+        runs = beyond_runs(
+            pairs, key, pretrained(backbone_name), learned, backbone_name, learned_name
+        )
         score_runs(runs, {key: pairs}, BEYOND_METRICS, cache, jobs)
         table = beyond_table(runs)
         table.to_csv(out / f"beyond_{key}.csv", float_format="%.4f")

@@ -153,7 +153,8 @@ def test_beyond_table_ranks_the_learned_layer_against_every_method():
     layer = _layer()
     with torch.no_grad():
         layer.weight_net.gain.zero_()  # untrained, no gain: w = 0.5, the feature average
-    runs = beyond_runs(pairs, "test", layer.backbone, layer, "lf")
+    runs = beyond_runs(pairs, "test", layer.backbone, layer, "dilran-lite", "lf")
+    assert runs[3].method == "dilran-lite + fer" and runs[-1].method == "learned fusion (lf)"
     assert [r.strategy for r in runs[3:-1]] == STRATEGY_ORDER
     avg = fuse_with_model(layer.backbone, pairs, ["average"], "lf", "test")["average"]
     for name in avg.fused:
