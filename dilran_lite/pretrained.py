@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .model import DILRAN
-from .train import CheckpointError, load_checkpoint
+from .train import CheckpointError, load_checkpoint, read_metadata
 
 DEFAULT_WEIGHTS = "dilran-paper"
 
@@ -50,9 +50,14 @@ def pretrained_info(name: str) -> dict:
 
 
 def load_weights(name_or_path: str | Path, device: str | torch.device = "cpu") -> DILRAN:
-    """A shipped name (see :func:`available`) or a path to a ``.safetensors`` checkpoint."""
+    """A shipped name (see :func:`available`) or a path to a ``.safetensors`` checkpoint; a
+    learned-fusion checkpoint gives a :class:`dilran_lite.learned.LearnedFusion`."""
     p = Path(name_or_path)
     path = p if p.suffix == ".safetensors" or p.exists() else _path(str(name_or_path))
+    if read_metadata(path).get("model_kind") == "learned-fusion":
+        from .learned import load_learned_fusion
+
+        return load_learned_fusion(path, device)
     model, _ = load_checkpoint(path, map_location=device)
     return model.to(device).eval()
 

@@ -395,7 +395,11 @@ def load_checkpoint(
     """
     path = Path(path)
     meta = read_metadata(path)
-    cfg = check_model_config(meta["model_config"], f"checkpoint {path}")
+    if model is not None and not isinstance(model.config, ModelConfig):
+        # a model with its own config class (a learned-fusion layer): read the config with it
+        cfg = type(model.config).from_dict(meta["model_config"])
+    else:
+        cfg = check_model_config(meta["model_config"], f"checkpoint {path}")
     if model is None:
         model = DILRAN(cfg)
     elif model.config != cfg:

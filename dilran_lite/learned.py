@@ -1,0 +1,479 @@
+"""Beyond DILRAN: a learned, per-pixel fusion layer on the frozen DILRAN features.
+
+Every SFNN rule mixes the two feature maps with one number per pair, so a bright CT bone and a
+bright MRI soft tissue cannot both be kept. :class:`LearnedFusion` maps the two feature maps
+(and the two source images) to a weight map ``w`` in [0, 1], one value per pixel, and fuses
+``w * f1 + (1 - w) * f2`` before the frozen reconstructor. Only the small :class:`WeightNet` is
+trained, with an unsupervised objective (:class:`FusionObjective`): intensity towards the
+brighter source, gradients towards the stronger source, structural similarity to both.
+
+:func:`train_learned_fusion` precomputes the frozen encoder's features once (on random crops of
+the training pairs), trains on them, validates every epoch on the ``val`` part of the split, and
+writes checkpoints with :func:`dilran_lite.train.save_checkpoint` (atomic safetensors + JSON
+sidecar; ``resume`` continues from ``last``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .losses import image_gradients
+
+__all__ = [
+    "LearnedConfig",
+    "WeightNet",
+    "LearnedFusion",
+    "FusionObjective",
+    "LearnedTrainConfig",
+    "learned_quick_config",
+    "encode_pairs",
+    "train_learned_fusion",
+    "load_learned_fusion",
+    "MODEL_KIND",
+]
+
+MODEL_KIND = "learned-fusion"
+"""The ``model_kind`` of a learned-fusion checkpoint's metadata (DILRAN checkpoints have none)."""
+
+
+@dataclass(frozen=True)
+class LearnedConfig:
+    """The weight network's shape and the frozen backbone it sits on (a shipped name)."""
+
+    backbone: str = "dilran-paper"
+    width: int = 64
+    hidden: int = 16
+    with_images: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LearnedConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown learned-fusion config keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+class WeightNet(nn.Module):
+    """Features and images -> per-pixel weight of the first source.
+
+    Input: ``f1, f2`` (N, width, H, W) and, when ``with_images``, ``a, b`` (N, 1, H, W).
+    Output: ``w`` (N, 1, H, W) in [0, 1]. The features are divided by their mean magnitude
+    (per image), then three 3x3 convolutions (the middle one dilated by 2: a 9x9 receptive field)
+    give a logit, to which ``gain * (a - b)`` is added (``gain`` learnable, 10 at the start):
+    the untrained net leans towards the brighter source, a soft pixel maximum of the features,
+    and learns where to depart from it. The last convolution starts at zero; with ``gain = 0``
+    an untrained net gives w = 0.5 (the feature average).
+    """
+
+    def __init__(
+        self, width: int, hidden: int = 16, with_images: bool = True, gain: float = 10.0
+    ) -> None:
+        super().__init__()
+        c_in = 2 * width + (2 if with_images else 0)
+        self.with_images = with_images
+        self.body = nn.Sequential(
+            nn.Conv2d(c_in, hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, 3, padding=1),
+        )
+        nn.init.zeros_(self.body[-1].weight)
+        nn.init.zeros_(self.body[-1].bias)
+        # a learnable prior towards the brighter source: logit += gain * (a - b)
+        self.gain = nn.Parameter(torch.tensor(gain if with_images else 0.0))
+
+    def forward(
+        self, f1: torch.Tensor, f2: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    ) -> torch.Tensor:
+        # features scaled to a mean magnitude of 1 per image: the sigmoid starts unsaturated
+        scale = torch.cat([f1, f2], dim=1).abs().mean(dim=(1, 2, 3), keepdim=True)
+        f1, f2 = f1 / scale.clamp_min(1e-6), f2 / scale.clamp_min(1e-6)
+        parts = [f1, f2, a, b] if self.with_images else [f1, f2]
+        logit = self.body(torch.cat(parts, dim=1))
+        if self.with_images:
+            logit = logit + self.gain * (a - b)
+        return torch.sigmoid(logit)
+
+
+class LearnedFusion(nn.Module):
+    """The learned layer: ``fused = decode(w * f1 + (1 - w) * f2)``, w from :class:`WeightNet`.
+
+    Only the weight net is a parameter (and in the checkpoint); the DILRAN backbone that encodes
+    and decodes is frozen, loaded by name on first use or given with :meth:`attach`.
+    """
+
+    def __init__(self, config: LearnedConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or LearnedConfig()
+        cfg = self.config
+        self.weight_net = WeightNet(cfg.width, cfg.hidden, cfg.with_images)
+        object.__setattr__(self, "_backbone", None)  # not a submodule: frozen, not saved
+
+    def attach(self, backbone: nn.Module) -> LearnedFusion:
+        """Use ``backbone`` (a DILRAN with ``encode``/``decode``) instead of loading it by name."""
+        if backbone.config.width != self.config.width:
+            raise ValueError(
+                f"backbone has {backbone.config.width} channels, the weight net "
+                f"expects {self.config.width}"
+            )
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        object.__setattr__(self, "_backbone", backbone.eval())
+        return self
+
+    @property
+    def backbone(self) -> nn.Module:
+        if self._backbone is None:
+            from .pretrained import pretrained
+
+            self.attach(pretrained(self.config.backbone))
+        return self._backbone
+
+    def mix(
+        self, f1: torch.Tensor, f2: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, width, H, W) features, (N, 1, H, W) images -> fused features, w (N, 1, H, W)."""
+        w = self.weight_net(f1, f2, a, b)
+        return w * f1 + (1 - w) * f2, w
+
+    def fuse_features(
+        self, f1: torch.Tensor, f2: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix and decode: fused image (N, 1, H, W), unclamped, and the weight map w."""
+        fused_f, w = self.mix(f1, f2, a, b)
+        return self.backbone.decode(fused_f), w
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, return_weights: bool = False):
+        """Fuse (N, 1, H, W) images in [0, 1] (or (1, H, W)) into one, clamped to [0, 1]."""
+        squeeze = a.ndim == 3
+        a, b = (x[None] if x.ndim == 3 else x for x in (a, b))
+        if a.shape != b.shape:
+            raise ValueError(
+                f"the two images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}"
+            )
+        dtype = next(self.weight_net.parameters()).dtype
+        a, b = a.to(dtype), b.to(dtype)
+        f1, f2 = self.backbone.encode(torch.cat([a, b])).chunk(2)
+        out, w = self.fuse_features(f1, f2, a, b)
+        out = out.clamp(0, 1)
+        if squeeze:
+            out, w = out[0], w[0]
+        return (out, w) if return_weights else out
+
+    fuse = forward
+
+
+def _gaussian(window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(window, dtype=torch.float32) - (window - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 11) -> torch.Tensor:
+    """Differentiable SSIM (Wang et al. 2004, Gaussian 11x11, sigma 1.5, data range 1) of
+    (N, 1, H, W) images, per pixel (N, 1, H-10, W-10): the training objective's term, not a
+    metric (:func:`dilran_lite.metrics.ssim` scores 8-bit images)."""
+    g = _gaussian(window).to(x)
+    k = (g[:, None] * g[None, :])[None, None]
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, k)
+
+    c1, c2 = 0.01**2, 0.03**2
+    mx, my = blur(x), blur(y)
+    vx = blur(x * x) - mx * mx
+    vy = blur(y * y) - my * my
+    cxy = blur(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+
+
+class FusionObjective(nn.Module):
+    """The unsupervised fusion loss of fused ``f`` and sources ``a``, ``b`` (all (N, 1, H, W)):
+
+    ``|f - max(a, b)|_1 + alpha * |grad f - maxabs(grad a, grad b)|_1
+    + beta * (1 - (SSIM(f, a) + SSIM(f, b)) / 2)``
+
+    (means over pixels; Sobel gradients, each direction taken from the source with the larger
+    magnitude there).
+    """
+
+    def __init__(self, alpha: float = 1.0, beta: float = 1.0) -> None:
+        super().__init__()
+        self.alpha, self.beta = alpha, beta
+
+    def terms(self, f: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
+        intensity = (f - torch.maximum(a, b)).abs().mean()
+        grad = f.new_zeros(())
+        for gf, ga, gb in zip(image_gradients(f), image_gradients(a), image_gradients(b)):
+            target = torch.where(ga.abs() >= gb.abs(), ga, gb)
+            grad = grad + (gf - target).abs().mean()
+        ssim = 1 - (ssim_map(f, a).mean() + ssim_map(f, b).mean()) / 2
+        return {"intensity": intensity, "gradient": grad, "ssim": ssim}
+
+    def forward(self, f: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        t = self.terms(f, a, b)
+        return t["intensity"] + self.alpha * t["gradient"] + self.beta * t["ssim"]
+
+
+@dataclass
+class LearnedTrainConfig:
+    """Everything a learned-fusion training run depends on (stored in every checkpoint).
+
+    Training reads ``split``/train of ``pairs`` (``data``: ``"atlas"``, ``"phantom"`` or
+    ``"auto"``), encodes ``crops_per_pair`` random ``crop`` x ``crop`` windows of each pair once
+    with the frozen ``backbone`` (windows whose brighter source has a mean below 0.05 are drawn
+    again: no empty background), and validates on ``val`` (whole images, ``val_limit`` pairs).
+    """
+
+    backbone: str = "dilran-paper"
+    hidden: int = 16
+    with_images: bool = True
+    pairs: str = "mri-ct"
+    split: str = "series"
+    data: str = "auto"
+    phantom_pairs: int = 24
+    crop: int = 96
+    crops_per_pair: int = 1
+    epochs: int = 20
+    steps_per_epoch: int = 20
+    batch_size: int = 8
+    lr: float = 1e-3
+    alpha: float = 1.0
+    beta: float = 1.0
+    val_limit: int | None = None
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LearnedTrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def learned_quick_config(**overrides: Any) -> LearnedTrainConfig:
+    """Seconds on a CPU: the lite backbone, 8 phantom pairs, 48-pixel crops, 3 short epochs."""
+    base = dict(
+        backbone="dilran-lite",
+        data="phantom",
+        phantom_pairs=8,
+        crop=48,
+        crops_per_pair=2,
+        epochs=3,
+        steps_per_epoch=10,
+        val_limit=2,
+    )
+    base.update(overrides)
+    return LearnedTrainConfig(**base)
+
+
+def _load_split(cfg: LearnedTrainConfig, part: str) -> tuple[list[tuple], str]:
+    """``(a, b)`` image pairs (each (1, H, W)) of one part of the split, and their source."""
+    from .data import load_pairs
+    from .phantom import PhantomDataset
+
+    if cfg.data == "phantom":
+        offset = {"train": 0, "val": 10_000, "test": 20_000}[part]
+        n = cfg.phantom_pairs if part == "train" else max(1, cfg.phantom_pairs // 3)
+        ds = PhantomDataset(n=n, seed=cfg.seed + offset)
+    else:
+        fallback = "phantom" if cfg.data == "auto" else None
+        ds = load_pairs(cfg.pairs, f"{cfg.split}/{part}", fallback=fallback)
+    items = [ds[i] for i in range(len(ds))]
+    pairs = [(x[0].float(), x[1].float()) for x in items]
+    return pairs, str(getattr(ds, "source", type(ds).__name__))
+
+
+def _crop_box(a: torch.Tensor, b: torch.Tensor, crop: int, g: torch.Generator) -> tuple[int, int]:
+    """A random window of the pair whose brighter source is not empty background."""
+    h, w = a.shape[-2:]
+    crop = min(crop, h, w)
+    top = left = 0
+    for _ in range(20):
+        top = int(torch.randint(0, h - crop + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - crop + 1, (1,), generator=g))
+        win = torch.maximum(a, b)[..., top : top + crop, left : left + crop]
+        if win.mean() > 0.05:
+            break
+    return top, left
+
+
+@torch.no_grad()
+def encode_pairs(
+    backbone: nn.Module,
+    pairs: list[tuple],
+    crop: int | None = None,
+    per_pair: int = 1,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Encode each pair once with the frozen backbone: ``{"f1", "f2"}`` (N, width, h, w) float16
+    and ``{"a", "b"}`` (N, 1, h, w) float32; ``crop`` encodes ``per_pair`` random windows of
+    each pair (None: the whole images, ``per_pair`` ignored)."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, list] = {"f1": [], "f2": [], "a": [], "b": []}
+    backbone.eval()
+    for a, b in pairs:
+        for _ in range(1 if crop is None else per_pair):
+            if crop is None:
+                wa, wb = a, b
+            else:
+                top, left = _crop_box(a, b, crop, g)
+                c = min(crop, *a.shape[-2:])
+                wa = a[..., top : top + c, left : left + c]
+                wb = b[..., top : top + c, left : left + c]
+            f1, f2 = backbone.encode(torch.stack([wa, wb])).chunk(2)
+            for k, v in zip(("f1", "f2", "a", "b"), (f1.half(), f2.half(), wa[None], wb[None])):
+                out[k].append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _val_loss(model: LearnedFusion, val: dict, objective: FusionObjective) -> float:
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for i in range(len(val["a"])):
+            a, b = val["a"][i : i + 1], val["b"][i : i + 1]
+            f, _ = model.fuse_features(
+                val["f1"][i : i + 1].float(), val["f2"][i : i + 1].float(), a, b
+            )
+            total += float(objective(f, a, b))
+    return total / len(val["a"])
+
+
+def train_learned_fusion(
+    cfg: LearnedTrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    notes: str | None = None,
+    cache: dict | None = None,
+) -> tuple[LearnedFusion, dict]:
+    """Train the weight net on the frozen backbone's features; checkpoints go to ``out_dir``
+    (``last.safetensors`` every epoch, ``best.safetensors`` at the lowest validation loss).
+    Returns the best epoch's weights with the metadata of the last (every epoch's history),
+    plus ``best_epoch`` and ``best_val_loss``.
+
+    ``resume`` continues from ``last`` (same config except ``epochs``). ``cache`` (a dict, filled
+    on first use) keeps the encoded train and val features between calls with the same data,
+    backbone and crops (e.g. when trying several ``alpha``, ``beta``).
+    """
+    from . import __version__
+    from .pretrained import pretrained
+    from .train import CheckpointError, _git_commit, load_checkpoint, read_metadata, save_checkpoint
+    from .utils import seed_everything
+
+    out = Path(out_dir)
+    seed_everything(cfg.seed)
+    backbone = pretrained(cfg.backbone)
+    model = LearnedFusion(
+        LearnedConfig(cfg.backbone, backbone.config.width, cfg.hidden, cfg.with_images)
+    )
+    model.attach(backbone)
+    opt = torch.optim.Adam(model.weight_net.parameters(), lr=cfg.lr)
+    objective = FusionObjective(cfg.alpha, cfg.beta)
+    history: dict[str, list] = {"train_loss": [], "val_loss": [], "epoch_time_s": []}
+    start, last = 0, out / "last.safetensors"
+    if resume and last.is_file():
+        saved = read_metadata(last)["train_config"]
+        diff = [k for k, v in asdict(cfg).items() if k != "epochs" and saved.get(k) != v]
+        if diff:
+            raise CheckpointError(f"cannot resume {last}: the training config differs in {diff}")
+        _, meta = load_checkpoint(last, model, opt)
+        history, start = meta["history"], meta["epoch"]
+    cache = {} if cache is None else cache
+    key = (
+        cfg.pairs,
+        cfg.split,
+        cfg.data,
+        cfg.phantom_pairs,
+        cfg.backbone,
+        cfg.crop,
+        cfg.crops_per_pair,
+        cfg.val_limit,
+        cfg.seed,
+    )
+    if cache.get("key") != key:
+        t0 = time.perf_counter()
+        train_pairs, source = _load_split(cfg, "train")
+        val_pairs, _ = _load_split(cfg, "val")
+        cache.update(
+            key=key,
+            source=source,
+            train=encode_pairs(backbone, train_pairs, cfg.crop, cfg.crops_per_pair, cfg.seed),
+            val=encode_pairs(backbone, val_pairs[: cfg.val_limit]),
+            n=(len(train_pairs), len(val_pairs[: cfg.val_limit])),
+            encode_s=time.perf_counter() - t0,
+        )
+    tr, val = cache["train"], cache["val"]
+    base_meta = {
+        "model_kind": MODEL_KIND,
+        "train_config": asdict(cfg),
+        "split": f"{cfg.split} (train: {cache['n'][0]} pairs, {len(tr['a'])} crops; "
+        f"val: {cache['n'][1]} whole pairs)",
+        "data": cache["source"],
+        "encode_s": round(cache["encode_s"], 1),
+        "package_version": __version__,
+        "git_commit": _git_commit(),
+        "device": "cpu",
+        "torch_version": torch.__version__,
+        "notes": notes,
+    }
+    best = min(history["val_loss"], default=math.inf)
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        model.train()
+        total = 0.0
+        for _ in range(cfg.steps_per_epoch):
+            idx = torch.randint(0, len(tr["a"]), (cfg.batch_size,), generator=g)
+            a, b = tr["a"][idx], tr["b"][idx]
+            f, _ = model.fuse_features(tr["f1"][idx].float(), tr["f2"][idx].float(), a, b)
+            loss = objective(f, a, b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        v = _val_loss(model, val, objective)
+        history["train_loss"].append(total / cfg.steps_per_epoch)
+        history["val_loss"].append(v)
+        history["epoch_time_s"].append(time.perf_counter() - t0)
+        meta = {**base_meta, "epoch": epoch + 1, "history": history}
+        save_checkpoint(last, model, meta, optimizer=opt)
+        if v < best:
+            best = v
+            save_checkpoint(out / "best.safetensors", model, {**meta, "best_val_loss": v})
+        if progress:
+            print(
+                f"epoch {epoch + 1}: train {history['train_loss'][-1]:.5f}  val {v:.5f}", flush=True
+            )
+    meta = read_metadata(last) if last.is_file() else {**base_meta, "epoch": start}
+    best_path = out / "best.safetensors"
+    if best_path.is_file():  # the weights of the best epoch, the history of every epoch
+        load_checkpoint(best_path, model)
+        meta["best_epoch"] = read_metadata(best_path)["epoch"]
+        meta["best_val_loss"] = min(meta["history"]["val_loss"])
+    return model.eval(), meta
+
+
+def load_learned_fusion(path: str | Path, device: str | torch.device = "cpu") -> LearnedFusion:
+    """A learned-fusion checkpoint (file) as a :class:`LearnedFusion` in eval mode; its backbone
+    (a shipped name in the config) is loaded on first use."""
+    from .train import CheckpointError, load_checkpoint, read_metadata
+
+    meta = read_metadata(path)
+    if meta.get("model_kind") != MODEL_KIND:
+        raise CheckpointError(f"{path} is not a learned-fusion checkpoint")
+    model = LearnedFusion(LearnedConfig.from_dict(meta["model_config"]))
+    load_checkpoint(path, model, map_location=device)
+    return model.to(device).eval()

@@ -1,0 +1,161 @@
+"""Train the shipped learned-fusion weights (``dilran_lite/weights/learned-fusion*.safetensors``).
+
+For each candidate objective weighting (alpha, beta) it trains the weight net on the frozen
+``dilran-paper`` features of the split's training pairs (crops encoded once), then picks the
+candidate on the split's *val* pairs only: the most of the 8 metrics (EN, SD, SF, MI, SCD, VIF,
+Qabf, SSIM) on which its mean beats the pixel maximum's, ties broken by the validation loss.
+The chosen weights are stored in float16 with a sidecar that records this command::
+
+    DILRAN_DATA=<folder holding harvard-mri-ct> python scripts/train_learned.py --split series
+    DILRAN_DATA=<folder holding harvard-mri-ct> python scripts/train_learned.py --split paper
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from dilran_lite.learned import LearnedTrainConfig, train_learned_fusion
+from dilran_lite.metrics import compute_metrics, to_uint8
+from dilran_lite.pretrained import WEIGHTS_DIR
+from dilran_lite.train import save_checkpoint
+
+GOAL_METRICS = ["EN", "SD", "SF", "MI", "SCD", "VIF", "Qabf", "SSIM"]
+
+
+def val_scores(model, val: dict) -> dict[str, float]:
+    """Mean of the 8 metrics over the cached validation pairs, for the model and pixel max."""
+    rows, ref = [], []
+    with torch.no_grad():
+        for i in range(len(val["a"])):
+            a, b = val["a"][i : i + 1], val["b"][i : i + 1]
+            f, _ = model.fuse_features(
+                val["f1"][i : i + 1].float(), val["f2"][i : i + 1].float(), a, b
+            )
+            a8, b8 = to_uint8(a[0]), to_uint8(b[0])
+            rows.append(compute_metrics(a8, b8, to_uint8(f[0].clamp(0, 1)), GOAL_METRICS))
+            ref.append(compute_metrics(a8, b8, to_uint8(torch.maximum(a, b)[0]), GOAL_METRICS))
+    mean = {m: float(np.mean([r[m] for r in rows])) for m in GOAL_METRICS}
+    mref = {m: float(np.mean([r[m] for r in ref])) for m in GOAL_METRICS}
+    return {"model": mean, "pixel_max": mref, "wins": sum(mean[m] > mref[m] for m in GOAL_METRICS)}
+
+
+def load_feature_cache(path: Path) -> dict:
+    """The encoded crops of an earlier call (so that a restarted run does not encode again)."""
+    if not path.is_file():
+        return {}
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    parts = {
+        p: {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(p + ".")}
+        for p in ("train", "val")
+    }
+    return {
+        "key": tuple(json.loads(meta["key"])),
+        "source": meta["source"],
+        "n": tuple(json.loads(meta["n"])),
+        "encode_s": float(meta["encode_s"]),
+        **parts,
+    }
+
+
+def save_feature_cache(path: Path, cache: dict) -> None:
+    tensors = {f"{p}.{k}": v.contiguous() for p in ("train", "val") for k, v in cache[p].items()}
+    meta = {
+        "key": json.dumps(list(cache["key"])),
+        "source": cache["source"],
+        "n": json.dumps(list(cache["n"])),
+        "encode_s": str(cache["encode_s"]),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--split", default="series", choices=["series", "paper"])
+    p.add_argument("--grid", nargs="+", default=["1,1", "2,0.5"], help="alpha,beta")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--crop", type=int, default=64, help="training crop size (default 64)")
+    p.add_argument("--val-limit", type=int, default=4, help="first N val pairs (default 4)")
+    p.add_argument("--runs", default="/tmp/learned-runs", help="folder for the runs' checkpoints")
+    p.add_argument("--name", default=None, help="shipped name (default from the split)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    name = args.name or (
+        "learned-fusion" if args.split == "series" else "learned-fusion-paper-split"
+    )
+    # the backbone was trained on the same split's training part: no test image was seen
+    backbone = "dilran-paper" if args.split == "series" else "dilran-paper-paper-split"
+    base = LearnedTrainConfig(
+        backbone=backbone,
+        split=args.split,
+        data="atlas",
+        epochs=args.epochs,
+        steps_per_epoch=args.steps,
+        val_limit=args.val_limit,
+        crop=args.crop,
+    )
+    cache_file = (
+        Path(args.runs) / f"{args.split}-c{args.crop}-v{args.val_limit}-features.safetensors"
+    )
+    cache = load_feature_cache(cache_file)
+    if not cache:  # encode once (0 epochs) and keep the features on disk
+        train_learned_fusion(replace(base, epochs=0), Path(args.runs) / "encode", cache=cache)
+        save_feature_cache(cache_file, cache)
+    results = []
+    for item in args.grid:
+        alpha, beta = (float(x) for x in item.split(","))
+        cfg = replace(base, alpha=alpha, beta=beta)
+        out = Path(args.runs) / f"{args.split}-a{alpha}-b{beta}"
+        model, meta = train_learned_fusion(cfg, out, resume=True, cache=cache)
+        scores = val_scores(model, cache["val"])
+        print(json.dumps({"alpha": alpha, "beta": beta, **scores}), flush=True)
+        results.append((scores["wins"], -meta["best_val_loss"], alpha, beta, model, meta, scores))
+    wins, _, alpha, beta, model, meta, scores = max(results, key=lambda r: r[:2])
+    command = (
+        "DILRAN_DATA=<folder holding harvard-mri-ct> python scripts/train_learned.py "
+        + " ".join(sys.argv[1:] if argv is None else argv)
+    )
+    meta = {
+        **meta,
+        "command": command.strip(),
+        "selection": {
+            "rule": "most of the 8 metrics above the pixel maximum on the split's val pairs, "
+            "ties by validation loss",
+            "candidates": [
+                {
+                    "alpha": r[2],
+                    "beta": r[3],
+                    "wins": r[0],
+                    "best_val_loss": -r[1],
+                    "val": r[6]["model"],
+                }
+                for r in results
+            ],
+            "pixel_max_val": scores["pixel_max"],
+            "chosen": {"alpha": alpha, "beta": beta, "wins": wins},
+        },
+        "notes": "Trained on a CPU (2 shared cores, no GPU lent): the frozen "
+        f"{backbone} encoder's features of one random {args.crop}x{args.crop} crop per "
+        "training pair were computed once and "
+        f"cached; {args.epochs} epochs of {args.steps} Adam steps (batch 8, lr 1e-3) on the "
+        f"weight net only; validation on the first {args.val_limit} whole val pairs.",
+    }
+    save_checkpoint(WEIGHTS_DIR / f"{name}.safetensors", model, meta, dtype=torch.float16)
+    print(f"wrote {WEIGHTS_DIR / name}.safetensors (alpha {alpha}, beta {beta}, {wins}/8 on val)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
