@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "STRATEGIES",
+    "LOCAL_STRATEGIES",
     "PHI",
     "register",
     "get_strategy",
@@ -42,6 +43,10 @@ Result = tuple[torch.Tensor, tuple]
 Strategy = Callable[..., Result]
 
 STRATEGIES: dict[str, Strategy] = {}
+
+#: strategies whose output at a pixel depends only on a small neighbourhood (at most 4 pixels
+#: away): they can run tile by tile (:meth:`DILRAN.fuse` on large images)
+LOCAL_STRATEGIES = frozenset({"fer", "fl1n", "average", "add", "max"})
 
 
 def register(name: str) -> Callable[[Strategy], Strategy]:
