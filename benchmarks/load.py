@@ -58,8 +58,21 @@ def time_cli(data: Path, split: str, threads: int | None) -> dict:
     else:
         env.pop("OMP_NUM_THREADS", None)
     with tempfile.TemporaryDirectory() as out:
-        cmd = [sys.executable, "-m", "dilran_lite.cli", "fuse", "--data", str(data), "--split",
-               split, "-o", out, "--quiet", "--device", "cpu"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "dilran_lite.cli",
+            "fuse",
+            "--data",
+            str(data),
+            "--split",
+            split,
+            "-o",
+            out,
+            "--quiet",
+            "--device",
+            "cpu",
+        ]
         load, t0 = _load(), time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -88,9 +101,9 @@ def time_parts(threads: int) -> dict:
     res["norms_package_s"] = timeit(lambda: softmax_nuclear_norms(f), 3)["wall_s"]
     for t in (1, 2):
         torch.set_num_threads(t)
-        res[f"norms_svdvals_{t}thread_s"] = timeit(
-            lambda: torch.linalg.svdvals(s).sum(-1), 1
-        )["wall_s"]
+        res[f"norms_svdvals_{t}thread_s"] = timeit(lambda: torch.linalg.svdvals(s).sum(-1), 1)[
+            "wall_s"
+        ]
     torch.set_num_threads(threads)
     floor = conv_floor(FastFuser(model), 1, 256)
     with torch.inference_mode():
