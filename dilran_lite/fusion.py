@@ -285,7 +285,8 @@ def softmax_nuclear_norms(
     workers = workers or torch.get_num_threads()
 
     def task(i: int, lo: int, hi: int) -> torch.Tensor:
-        maps = f[i, lo:hi].double() if method == "gram64" else f[i, lo:hi].float()
+        dtype = torch.float64 if method == "gram64" else torch.float32
+        maps = f[i, lo:hi].to(dtype, copy=True)  # a copy: f itself is left as it is
         return _matrix_norms(maps.sub_(lse[i]).exp_(), method)
 
     tasks = [
