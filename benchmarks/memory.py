@@ -25,7 +25,21 @@ REPO = Path(__file__).resolve().parents[1]
 BUDGET_GB = {512: 1.5, 2048: 4.0}
 
 
-def child(size: int) -> dict:
+def _norm_seconds_per_map(size: int, maps: int = 2) -> float:
+    """Seconds of one float64 Gram + eigenvalue problem of a size x size softmax-like map on one
+    thread (the mean of ``maps``)."""
+    import torch
+
+    from dilran_lite.fusion import _matrix_norms, single_threaded
+
+    x = torch.softmax(torch.randn(4, size, size), 0)[:maps]
+    with single_threaded():
+        t0 = time.perf_counter()
+        _matrix_norms(x, "gram64")
+    return (time.perf_counter() - t0) / maps
+
+
+def child(size: int, strategy: str = "sfnn-max") -> dict:
     """One fusion at ``size``; returns its measurements (run in a fresh process)."""
     import torch
 
@@ -52,11 +66,16 @@ def child(size: int) -> dict:
     load = [round(v, 2) for v in os.getloadavg()]
     t0 = time.perf_counter()
     with torch.inference_mode():
-        out = model.fuse(a, b, "sfnn-max")
+        out = model.fuse(a, b, strategy)
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    per_map = _norm_seconds_per_map(size)
+    maps = 2 * model.config.width
     return {
         "size": size,
+        "strategy": strategy,
+        "norm_s_per_map_1thread": round(per_map, 3),
+        "norms_projected_s_2workers": round(per_map * maps / 2, 1),
         "data": source,
         "tiled": tiled,
         "tile": tile if tiled else None,
@@ -91,7 +110,12 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     ax1.set(xlabel="image side (pixels)", ylabel="GB", title="memory of one fusion")
     ax1.legend(fontsize=7)
     ax2.loglog(sizes, [r["fuse_s"] for r in rows], "o-", label="whole fusion")
-    ax2.loglog(sizes, [r["sfnn_weights_s"] for r in rows], "s--", label="SFNN nuclear norms")
+    ax2.loglog(
+        sizes,
+        [r["sfnn_weights_s"] or r["norms_projected_s_2workers"] for r in rows],
+        "s--",
+        label="SFNN nuclear norms (projected where not run)",
+    )
     ax2.set(xlabel="image side (pixels)", ylabel="seconds", title="time of one fusion (CPU)")
     ax2.legend(fontsize=7)
     fig.tight_layout()
@@ -104,17 +128,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--strategy", default="sfnn-max")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "memory.json"))
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child)))
+        print(json.dumps(child(args.child, args.strategy)))
         return []
     env = dict(os.environ, PYTHONPATH=str(REPO))
     rows = []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_file():  # add to (or replace) the rows of earlier runs
+        rows = [r for r in json.loads(out.read_text())["rows"] if r["size"] not in args.sizes]
     for size in args.sizes:
         cmd = [sys.executable, "-m", "benchmarks.memory", "--child", str(size)]
+        cmd += ["--strategy", args.strategy]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
         if proc.returncode != 0:
             rows.append({"size": size, "error": proc.stderr.strip()[-300:]})
@@ -122,6 +150,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
         out.write_text(json.dumps({"cores": os.cpu_count(), "rows": rows}, indent=1) + "\n")
+    rows.sort(key=lambda r: r["size"])
+    out.write_text(json.dumps({"cores": os.cpu_count(), "rows": rows}, indent=1) + "\n")
     plot([r for r in rows if "error" not in r], out.with_suffix(".png"))
     return rows
 

@@ -432,7 +432,7 @@ HALO = 32
 TILE = 256
 
 #: bytes of the process before a fusion (PyTorch, the model), as measured on a CPU
-_BASE_BYTES = 400 * 2**20
+_BASE_BYTES = 600 * 2**20
 
 #: encoder working memory per pixel and channel (float32), measured on a CPU (paper preset)
 _ENCODER_BYTES_PER_PIXEL_CHANNEL = 56
