@@ -93,6 +93,39 @@ def child(size: int, strategy: str = "sfnn-max") -> dict:
     }
 
 
+def components(size: int) -> dict:
+    """Peak RSS of the parts of a tiled ``size`` fusion without its hours of compute: both
+    images' stored features (random float32, touched), one encoder tile, one decoder tile and
+    the first nuclear-norm task of each of two workers (the largest maps: one channel each)."""
+    import torch
+
+    from dilran_lite.fusion import _log_normaliser, _matrix_norms, _run_tasks
+    from dilran_lite.model import HALO, build_model, default_tile
+
+    model = build_model("paper").eval()
+    tile = default_tile(model.config) + 2 * HALO
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        f1 = torch.rand(1, model.config.width, size, size)
+        f2 = torch.rand(1, model.config.width, size, size)
+        model.decoder(model.encoder(torch.rand(1, 1, tile, tile)))
+        lse = _log_normaliser(f1)
+        tasks = [
+            lambda k=k: _matrix_norms(f1[0, k : k + 1].double().sub_(lse[0]).exp_(), "gram64")
+            for k in range(2)
+        ]
+        _run_tasks(tasks, 2)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "size": size,
+        "what": "components: features of both images + one tile + two norm tasks",
+        "peak_rss_gb": round(peak / 2**30, 3),
+        "budget_gb": BUDGET_GB.get(size),
+        "features_gb": round(2 * f2.numel() * 4 / 2**30, 3),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
 def plot(rows: list[dict], path: Path) -> Path | None:
     try:
         import matplotlib
@@ -129,8 +162,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024, 2048])
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--strategy", default="sfnn-max")
+    ap.add_argument("--components", type=int, help="measure only the parts at this size")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "memory.json"))
     args = ap.parse_args(argv)
+    if args.components:
+        print(json.dumps(components(args.components)))
+        return []
     if args.child:
         print(json.dumps(child(args.child, args.strategy)))
         return []
