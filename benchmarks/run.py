@@ -46,12 +46,11 @@ import torch
 
 from dilran_lite.fast import (
     FastFuser,
-    _split_over_threads,
     conv_floor,
     cpu_info,
     fast_sfnn_weights,
 )
-from dilran_lite.fusion import sfnn_weights, sfnn_weights_reference
+from dilran_lite.fusion import _run_tasks, sfnn_weights, sfnn_weights_reference
 from dilran_lite.model import DILRAN, build_model, count_macs
 from dilran_lite.train import train_step
 
@@ -189,13 +188,16 @@ def bench_sfnn(preset: str, size: int, repeats: int, loop: bool = True) -> dict:
         res["batched_fast_gram32"] = timeit(
             lambda: fast_sfnn_weights(f1, f2, method="gram32"), repeats
         )
-        res["batched_plain_svd"] = timeit(lambda: sfnn_weights(f1, f2), 1, warmup=0)
+        res["batched_plain_svd"] = timeit(lambda: sfnn_weights(f1, f2, method="svd"), 1, warmup=0)
         # the floor of any exact method here: the float64 eigenvalue problems alone, on
         # precomputed Gram matrices, split over the threads as the fast path does
         maps = torch.softmax(torch.cat([f1, f2]).float(), dim=1).double().flatten(0, 1)
         grams = maps @ maps.transpose(-1, -2)
         res["eigvalsh_only_gram64"] = timeit(
-            lambda: _split_over_threads(torch.linalg.eigvalsh, grams, torch.get_num_threads()),
+            lambda: _run_tasks(
+                [lambda g=g: torch.linalg.eigvalsh(g) for g in grams.chunk(2)],
+                torch.get_num_threads(),
+            ),
             repeats,
         )
         if loop:

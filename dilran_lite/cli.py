@@ -39,33 +39,73 @@ def _load(args: argparse.Namespace):
     return load_weights(args.weights, device=device)
 
 
-def _cmd_fuse(args: argparse.Namespace) -> int:
-    from .data import PAIRS, PairedDataset, load_image
-    from .inference import fuse_dataset, fuse_pair, save_image
+def _max_memory(args: argparse.Namespace) -> float | None:
+    """``--max-memory`` in bytes; by default the memory the system reports available."""
+    if args.max_memory is not None:
+        if args.max_memory <= 0:
+            raise UserError(f"--max-memory must be positive, got {args.max_memory}")
+        return args.max_memory * 2**30
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
+
+def _fuse_folder(args: argparse.Namespace, limit: float | None) -> int:
+    from .data import PAIRS, PairedDataset
+    from .inference import check_output_folder, fuse_dataset
+
+    if args.images:
+        raise UserError("give either two images or --data DIR, not both")
+    data = Path(args.data)
+    if not data.is_dir():
+        raise UserError(f"--data {data}: no such folder; give the folder holding MRI/ and CT/")
+    pairs = args.pairs or next((p for p, (_, m) in PAIRS.items() if (data / m).is_dir()), "mri-ct")
+    try:
+        ds = PairedDataset(data, pairs=pairs, split=args.split)
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from err
+    check_output_folder(args.output, ds.root)
     model = _load(args)
+    written = fuse_dataset(model, ds, args.output, args.strategy, not args.quiet, limit)
+    print(f"wrote {len(written)} fused images to {args.output}")
+    return 0
+
+
+def _cmd_fuse(args: argparse.Namespace) -> int:
+    """Inputs and output checked first, then the weights loaded, then the fusion."""
+    from .data import load_image
+    from .inference import check_output_file, fuse_pair, save_image
+    from .model import MIN_SIZE
+
+    limit = _max_memory(args)
     if args.data:
-        if args.images:
-            raise SystemExit("give either two images or --data, not both")
-        pairs = args.pairs or next(
-            (p for p, (_, m) in PAIRS.items() if (Path(args.data) / m).is_dir()), "mri-ct"
-        )
-        ds = PairedDataset(args.data, pairs=pairs, split=args.split)
-        written = fuse_dataset(model, ds, args.output, args.strategy, progress=not args.quiet)
-        print(f"wrote {len(written)} fused images to {args.output}")
-        return 0
+        return _fuse_folder(args, limit)
     if len(args.images) != 2:
-        raise SystemExit("fuse needs two images (MRI and CT/PET/SPECT) or --data DIR")
+        raise UserError("fuse needs two images (MRI and CT/PET/SPECT) or --data DIR")
+    check_output_file(args.output, args.images)
     a = load_image(args.images[0], "L")
     b = load_image(args.images[1], "RGB")
     if (b[0] == b[1]).all() and (b[1] == b[2]).all():  # a grey image saved as RGB
         b = b[:1]
+    for path, x in zip(args.images, (a, b)):
+        if min(x.shape[-2:]) < MIN_SIZE:
+            raise UserError(
+                f"{path} is {x.shape[-2]}x{x.shape[-1]} pixels; DILRAN needs at least "
+                f"{MIN_SIZE}x{MIN_SIZE}"
+            )
     if a.shape[-2:] != b.shape[-2:]:
-        raise SystemExit(
+        raise UserError(
             f"the images differ in size: {args.images[0]} is {tuple(a.shape[-2:])}, "
             f"{args.images[1]} is {tuple(b.shape[-2:])} (they must be co-registered)"
         )
-    print(f"wrote {save_image(fuse_pair(model, a, b, args.strategy), args.output)}")
+    model = _load(args)
+    fused = fuse_pair(model, a, b, args.strategy, max_memory=limit)
+    print(f"wrote {save_image(fused, args.output)}")
     return 0
 
 
@@ -166,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--split", default=None, help="with --data: e.g. series/test")
     q.add_argument("--pairs", default=None, help="mri-ct, mri-pet or mri-spect (default: guess)")
     q.add_argument("--quiet", action="store_true")
+    q.add_argument(
+        "--max-memory",
+        type=float,
+        default=None,
+        metavar="GB",
+        help="refuse a fusion estimated to need more (default: the memory available)",
+    )
     model_args(q, DEFAULT_WEIGHTS)
     q.set_defaults(func=_cmd_fuse)
 

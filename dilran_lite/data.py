@@ -23,9 +23,26 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .color import fuse_colour, rgb_to_luma, rgb_to_ycbcr, ycbcr_to_rgb
+from .errors import UserError
 from .phantom import PhantomDataset, phantom_functional, phantom_masks, phantom_pair
 
+
+class ImageFileError(UserError, ValueError):
+    """An image file that cannot be used: unreadable, a folder, an unsupported mode."""
+
+
+class MissingImageError(UserError, FileNotFoundError):
+    """An image path that does not exist."""
+
+
+class SplitFileError(UserError, ValueError):
+    """A split file (``splits.json``) that is malformed, item by item."""
+
+
 __all__ = [
+    "ImageFileError",
+    "MissingImageError",
+    "SplitFileError",
     "PAIRS",
     "DATASET_DIRS",
     "resolve_data_root",
@@ -111,39 +128,65 @@ def _to_float(arr: np.ndarray, path: Path, mode_name: str) -> np.ndarray:
         return arr.astype(np.float32)
     if np.issubdtype(arr.dtype, np.integer):  # PIL mode "I" holds 16-bit PNGs as int32
         if arr.min() < 0 or arr.max() > 65535:
-            raise ValueError(
+            raise ImageFileError(
                 f"{path}: integer pixel values outside 0..65535 (mode {mode_name}); "
                 "expected an 8- or 16-bit image"
             )
         return arr.astype(np.float32) / 65535.0
-    raise ValueError(f"{path}: unsupported pixel type {arr.dtype} (mode {mode_name})")
+    raise ImageFileError(f"{path}: unsupported pixel type {arr.dtype} (mode {mode_name})")
+
+
+#: PIL modes converted to RGB before reading (CMYK through PIL's own conversion, so that an
+#: Adobe CMYK JPEG is not read inverted, and K is not dropped as if it were alpha)
+_TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV"}
+
+#: PIL modes read as they are: grey, grey + alpha, colour, colour + alpha, 1-bit, 16/32-bit grey
+_READ_AS_IS = {"L", "LA", "RGB", "RGBA", "1", "I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
+def _open_image(path: Path) -> tuple[np.ndarray, str]:
+    """Pixels of ``path`` as an array (H, W) or (H, W, C), and the mode it came in."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode_name = im.mode
+            if im.mode in ("P", "PA"):
+                im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
+            elif im.mode in _TO_RGB:
+                im = im.convert("RGB")
+            elif im.mode not in _READ_AS_IS:
+                raise ImageFileError(
+                    f"{path}: pixel mode {im.mode} is not supported; save it as an 8- or 16-bit "
+                    "grayscale or RGB PNG"
+                )
+            return np.array(im), mode_name
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, ImageFileError):
+            raise
+        raise ImageFileError(
+            f"cannot read image {path}: {exc}. The file is empty, truncated or not an image; "
+            "fetch it again (dilran-lite download) or copy it again."
+        ) from exc
 
 
 def load_image(path: str | os.PathLike, mode: str = "L") -> torch.Tensor:
     """Read an 8-bit or 16-bit image as float32 (C, H, W) in [0, 1].
 
     ``mode="L"``: grayscale, (1, H, W); an RGB file whose three channels are equal is accepted,
-    a true colour image raises ``ValueError``. ``mode="RGB"``: (3, H, W); a grayscale file is
-    repeated to three channels. 8-bit values are divided by 255, 16-bit by 65535. Alpha is
-    dropped. Unreadable or truncated files raise ``ValueError`` naming the file.
+    a true colour image raises :class:`ImageFileError`. ``mode="RGB"``: (3, H, W); a grayscale
+    file is repeated to three channels. 8-bit values are divided by 255, 16-bit by 65535. Alpha
+    is dropped; palette, CMYK, YCbCr, LAB and HSV images are converted to RGB by PIL; other
+    modes are refused by name. A missing path, a folder, or an unreadable, empty or truncated
+    file raise :class:`ImageFileError` naming the file (a ``UserError`` and a ``ValueError``).
     """
     path = Path(path)
     if mode not in ("L", "RGB"):
         raise ValueError(f"load_image mode must be 'L' or 'RGB', got {mode!r}")
+    if path.is_dir():
+        raise ImageFileError(f"{path} is a folder, not an image file; give the path of a .png")
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode == "P":
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            mode_name = im.mode
-            arr = np.array(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(
-            f"cannot read image {path}: {exc}. The file is unreadable or truncated; "
-            "delete it and fetch it again (dilran-lite download) or copy it again."
-        ) from exc
+        raise MissingImageError(f"image not found: {path}; check the path")
+    arr, mode_name = _open_image(path)
     if arr.ndim == 2:
         arr = arr[None]
     elif arr.ndim == 3:
@@ -151,13 +194,13 @@ def load_image(path: str | os.PathLike, mode: str = "L") -> torch.Tensor:
         if arr.shape[0] in (2, 4):  # LA, RGBA: drop alpha
             arr = arr[:-1]
     else:
-        raise ValueError(f"{path}: unexpected image array shape {arr.shape}")
+        raise ImageFileError(f"{path}: unexpected image array shape {arr.shape}")
     x = _to_float(np.ascontiguousarray(arr), path, mode_name)
     if mode == "L" and x.shape[0] == 3:
         if not (np.array_equal(x[0], x[1]) and np.array_equal(x[0], x[2])):
-            raise ValueError(
+            raise ImageFileError(
                 f"{path} is a colour image (mode {mode_name}) where a grayscale image is "
-                "expected; MRI and CT must be single-channel"
+                "expected; MRI and CT must be single-channel (convert it to grayscale)"
             )
         x = x[:1]
     elif mode == "RGB" and x.shape[0] == 1:
@@ -200,7 +243,7 @@ def load_splits(pairs: str = "mri-ct", root: str | os.PathLike | None = None) ->
             with open(path, encoding="utf-8") as fh:
                 splits = json.load(fh)
         except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read split file {path}: {exc}") from exc
+            raise SplitFileError(f"cannot read split file {path}: {exc}") from exc
         where = str(path)
     else:
         splits = _manifest_splits(pairs)
@@ -208,15 +251,35 @@ def load_splits(pairs: str = "mri-ct", root: str | os.PathLike | None = None) ->
         if splits is None:
             raise FileNotFoundError(f"no splits.json at {path} and no shipped manifest for {pairs}")
     if not isinstance(splits, dict):
-        raise ValueError(f"split file {where} must hold a JSON object, got {type(splits).__name__}")
+        raise SplitFileError(
+            f"split file {where} must hold a JSON object, got {type(splits).__name__}"
+        )
     for scheme, parts in splits.items():
         if scheme == "description":
             continue
         if not isinstance(parts, dict) or not all(isinstance(v, list) for v in parts.values()):
-            raise ValueError(
+            raise SplitFileError(
                 f"split file {where}: '{scheme}' must map part names to lists of file names"
             )
+        for part, names in parts.items():
+            _check_split_items(names, f"{scheme}/{part}", where)
     return splits
+
+
+def _check_split_items(names: list, split: str, where: str) -> None:
+    """Every item a non-empty file name, none named twice; else a ``SplitFileError``."""
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if not isinstance(name, str) or not name:
+            raise SplitFileError(
+                f"split file {where}: item {i} of '{split}' is {name!r}, not a file name; "
+                'fix the file (each part is a list of names such as "NAME.png")'
+            )
+        if name in seen:
+            raise SplitFileError(
+                f"split file {where}: '{split}' names {name!r} twice; remove the duplicate"
+            )
+        seen.add(name)
 
 
 def split_names(splits: dict, split: str, where: str = "splits.json") -> list[str]:

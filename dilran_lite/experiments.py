@@ -60,7 +60,7 @@ import torch
 from . import __version__
 from .baselines import BASELINES
 from .errors import UserError
-from .fusion import PHI, fuse_features, nuclear_norms
+from .fusion import PHI, fuse_features, softmax_nuclear_norms
 from .metrics import METRICS, _psnr_one, compute_metrics, to_uint8
 
 __all__ = [
@@ -359,7 +359,7 @@ def fuse_with_model(
         feats = model.encode(torch.stack([a, b]))
         f1, f2 = feats[:1], feats[1:]
         # SFNN: the nuclear norms (Eq. 3-4) once per pair, every phi from them (as sfnn_weights)
-        norms = nuclear_norms(torch.softmax(feats.float(), dim=1)).chunk(2) if sfnn else None
+        norms = softmax_nuclear_norms(feats).chunk(2) if sfnn else None
         t_enc = (time.perf_counter() - t0) / max(1, len(strategies))
         for s in strategies:
             t1 = time.perf_counter()

@@ -11,16 +11,9 @@
 * optional ``torch.compile`` of the encoder and decoder (``compile=True``);
 * the attention blocks' sigmoid and ``(1 + m) * t`` done in place, one pass each
   (:func:`in_place_inference`), on the fuser's own copy of the model;
-* the exact nuclear norm through the Gram matrix: ``||X||_* = sum_i sqrt(lambda_i(X X^T))``.
-  On a CPU the Gram matrix and its eigenvalues are computed in float64 (relative error ~1e-8
-  against an SVD: the Gram matrix squares the condition number, and float32 eigenvalues lose
-  the small singular values of these maps, a 2e-3 relative error), and the batch of
-  eigenvalue problems is split over single-threaded worker threads: one LAPACK call per
-  256x256 matrix is too small to use two OpenMP threads well, and multi-threaded calls slow
-  down by 10x or more when other processes share the cores. On CUDA, whose eigenvalue solvers
-  take one 256x256 matrix at a time (about 4 ms each on an H100), the norms come from matrix
-  products alone by default (``nuclear="polar"``, :func:`polar_nuclear_norms`), within the
-  tolerance stated in ``tests/test_fast.py``;
+* the SFNN weights of :func:`dilran_lite.fusion.sfnn_weights`, the package's one SFNN path
+  (which :meth:`DILRAN.fuse` runs too): exact Gram eigenvalues in float64 split over
+  single-threaded workers on a CPU, :func:`polar_nuclear_norms` on CUDA;
 * one batched call for the whole batch (both images of every pair go through the encoder in one
   batch; one softmax and one eigenvalue call for all ``2 N C`` channel maps).
 
@@ -34,14 +27,21 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fusion import PHI, fuse_features
+from .fusion import (
+    NUCLEAR_METHODS,
+    PHI,
+    fuse_features,
+    polar_nuclear_norms,
+    raw_nuclear_norms,
+    sfnn_weights,
+    single_threaded,
+)
 from .model import DILRAN, PyramidAttention, ResidualAttentionBlock, SoftMask
 
 __all__ = [
@@ -56,148 +56,27 @@ __all__ = [
     "single_threaded",
 ]
 
-#: ``gram64``: Gram matrix and eigenvalues in float64 (exact to ~1e-8); ``gram32``: both in
-#: float32 (~2e-3 relative on softmax maps); ``svd``: ``torch.linalg.svdvals`` in float32 (the
-#: plain path's method); ``polar``: :func:`polar_nuclear_norms`, matrix products only (for a
-#: GPU, where the eigenvalue solvers run one small matrix at a time).
-NUCLEAR_METHODS = ("gram64", "gram32", "svd", "polar")
-
-#: iterations of :func:`polar_nuclear_norms`: (quintic, cubic). Measured against ``gram64`` on
-#: the paper preset's softmax maps of four atlas test pairs (512 maps of 256x256): (6, 10) is
-#: within 1.0e-4 relative on the norms, (6, 14) within 1.1e-5, (4, 10) within 2.3e-3.
-POLAR_ITERS = (6, 10)
-
 #: the most elements one intermediate tensor of :meth:`FastFuser.encode` may hold (2^31 - 1:
 #: CUDA's bilinear upsampling in channels_last refused 512 x 64 x 256 x 256 on an H100)
 MAX_TENSOR_ELEMENTS = 2**31 - 1
-
-#: Newton-Schulz quintic that pushes small singular values up ~3.4x per step (it does not
-#: converge to 1 itself: the cubic steps after it do)
-_QUINTIC = (3.4445, -4.7750, 2.0315)
-
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None or _POOL._max_workers != workers:  # noqa: SLF001 (the pool's own size)
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dilran-lapack")
-    return _POOL
-
-
-@contextlib.contextmanager
-def single_threaded() -> Iterator[None]:
-    """Run the body with one intra-op thread, then restore the previous count."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _split_over_threads(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, workers: int
-) -> torch.Tensor:
-    """``fn(x)`` for a batch of matrices, the batch split over ``workers`` threads of 1 core.
-
-    Each LAPACK call then runs single-threaded and the calls run side by side (PyTorch
-    releases the GIL inside its operators). Falls back to one call when there is one worker.
-    """
-    if workers <= 1 or x.shape[0] < 2:
-        with single_threaded():
-            return fn(x)
-    chunks = x.chunk(workers)
-
-    def work(chunk: torch.Tensor) -> torch.Tensor:
-        torch.set_num_threads(1)  # this worker thread's own OpenMP team
-        return fn(chunk)
-
-    with single_threaded():
-        parts = list(_pool(workers).map(work, chunks))
-    return torch.cat(parts)
-
-
-def polar_nuclear_norms(x: torch.Tensor, iters: tuple[int, int] = POLAR_ITERS) -> torch.Tensor:
-    """Nuclear norms of a batch of matrices (B, H, W) -> (B,) by matrix products alone.
-
-    ``||X||_* = max over orthogonal Q of tr(Q^T X)``, reached at the polar factor Q = U V^T of
-    X = U S V^T. Newton-Schulz steps ``Y <- p(Y Y^T) Y`` on ``Y = X / ||X||_F`` (singular values
-    in (0, 1]) drive every singular value towards 1 and keep the singular vectors, so Y tends to
-    Q: first ``iters[0]`` quintic steps (small values grow ~3.4x per step), then ``iters[1]``
-    cubic ones ``(3 Y - Y Y^T Y) / 2``, which converge to 1. The result ``tr(Y^T X)`` is
-    ``sum_i s_i f(s_i)`` with ``f <= 1``: never above the true norm, and short of it only by the
-    smallest singular values. Stable in float32 (no inverse is formed).
-    """
-    y0 = x.float()
-    scale = torch.linalg.matrix_norm(y0).clamp_min(torch.finfo(torch.float32).tiny)
-    y = y0 / scale[:, None, None]
-    if y.shape[-2] > y.shape[-1]:  # multiply by the smaller Gram matrix
-        y, y0 = y.transpose(-1, -2), y0.transpose(-1, -2)
-    a, b, c = _QUINTIC
-    for _ in range(iters[0]):
-        g = y @ y.transpose(-1, -2)
-        y = a * y + (b * g + c * (g @ g)) @ y
-    for _ in range(iters[1]):
-        y = 1.5 * y - 0.5 * ((y @ y.transpose(-1, -2)) @ y)
-    return (y * y0).sum((-1, -2))
 
 
 def fast_nuclear_norms(
     x: torch.Tensor, method: str = "gram64", workers: int | None = None
 ) -> torch.Tensor:
-    """Nuclear norm of every channel map: (N, C, H, W) -> (N, C) float64 (gram64) or float32.
-
-    ``method`` is one of :data:`NUCLEAR_METHODS`. ``workers``: CPU threads for the batch of
-    eigenvalue problems (default: ``torch.get_num_threads()``); ignored on a GPU.
-    """
-    if x.ndim != 4:
-        raise ValueError(f"expected (N, C, H, W), got {tuple(x.shape)}")
-    if method not in NUCLEAR_METHODS:
-        raise ValueError(f"unknown nuclear-norm method {method!r}; choose from {NUCLEAR_METHODS}")
-    n, c, h, w = x.shape
-    dtype = torch.float64 if method == "gram64" else torch.float32
-    y = x.to(dtype).contiguous().view(n * c, h, w)
-    if h > w:
-        y = y.transpose(-1, -2)
-    if method == "polar":
-        return polar_nuclear_norms(y).view(n, c)
-    if method == "svd":
-
-        def fn(m: torch.Tensor) -> torch.Tensor:
-            return torch.linalg.svdvals(m).sum(-1)
-    else:
-
-        def fn(m: torch.Tensor) -> torch.Tensor:
-            return torch.linalg.eigvalsh(m @ m.transpose(-1, -2)).clamp_min(0).sqrt().sum(-1)
-
-    if x.device.type == "cpu":
-        out = _split_over_threads(fn, y, workers or torch.get_num_threads())
-    else:
-        out = fn(y)
-    return out.view(n, c)
+    """:func:`dilran_lite.fusion.nuclear_norms` (kept under this name for older callers)."""
+    return raw_nuclear_norms(x, method, workers)
 
 
 def fast_sfnn_weights(
     f1: torch.Tensor,
     f2: torch.Tensor,
     phi: str = "max",
-    method: str = "gram64",
+    method: str | None = None,
     workers: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 3-5 like :func:`dilran_lite.fusion.sfnn_weights`: (N, C, H, W) x 2 -> W1, W2 (N,).
-
-    The softmax runs in float32 (in the features' memory format), the nuclear norms with
-    :func:`fast_nuclear_norms`. The weights are returned in float32.
-    """
-    if f1.ndim != 4 or f1.shape != f2.shape:
-        raise ValueError(f"feature maps must be (N, C, H, W) of one shape: {f1.shape}, {f2.shape}")
-    if phi not in PHI:
-        raise ValueError(f"unknown phi {phi!r}; choose from {sorted(PHI)}")
-    s = torch.softmax(torch.cat([f1, f2]).float(), dim=1)
-    n1, n2 = fast_nuclear_norms(s, method, workers).chunk(2)
-    p1, p2 = PHI[phi](n1), PHI[phi](n2)
-    w1 = (p1 / (p1 + p2)).float()
+    """:func:`dilran_lite.fusion.sfnn_weights` with the weights in float32 (N,)."""
+    w1, _ = sfnn_weights(f1.float(), f2.float(), phi, method, workers)
     return w1, 1 - w1
 
 

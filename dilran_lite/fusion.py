@@ -14,6 +14,9 @@ give the same weights (and so do mean^2 and sum^2): the paper's Table 1 rows for
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Union
 
 import torch
@@ -21,11 +24,16 @@ import torch.nn.functional as F
 
 __all__ = [
     "STRATEGIES",
+    "LOCAL_STRATEGIES",
     "PHI",
     "register",
     "get_strategy",
     "fuse_features",
+    "NUCLEAR_METHODS",
     "nuclear_norms",
+    "softmax_nuclear_norms",
+    "polar_nuclear_norms",
+    "single_threaded",
     "sfnn_weights",
     "sfnn_weights_reference",
 ]
@@ -35,6 +43,10 @@ Result = tuple[torch.Tensor, tuple]
 Strategy = Callable[..., Result]
 
 STRATEGIES: dict[str, Strategy] = {}
+
+#: strategies whose output at a pixel depends only on a small neighbourhood (at most 4 pixels
+#: away): they can run tile by tile (:meth:`DILRAN.fuse` on large images)
+LOCAL_STRATEGIES = frozenset({"fer", "fl1n", "average", "add", "max"})
 
 
 def register(name: str) -> Callable[[Strategy], Strategy]:
@@ -92,24 +104,197 @@ def _weighted(
     return fused, (w1, w2)
 
 
-def nuclear_norms(x: torch.Tensor, method: str = "svd") -> torch.Tensor:
-    """Nuclear norm of every channel: (N, C, H, W) -> (N, C), one batched call.
+#: ``gram64``: eigenvalues of the smaller Gram matrix X X^T in float64 (exact to ~1e-8 against an
+#: SVD; the CPU default); ``gram32``: the same in float32 (~2e-3 relative on softmax maps: the
+#: Gram matrix squares the condition number); ``gram``: the Gram route in the input's own dtype
+#: (float32 at least); ``svd``: ``torch.linalg.svdvals`` in the input's dtype (float32 at least);
+#: ``polar``: :func:`polar_nuclear_norms`, matrix products only (the CUDA default: CUDA's
+#: eigenvalue solvers take one small matrix at a time).
+NUCLEAR_METHODS = ("gram64", "gram32", "gram", "svd", "polar")
 
-    ``method="svd"`` sums singular values (``torch.linalg.svdvals``); ``"gram"`` sums the square
-    roots of the eigenvalues of the smaller Gram matrix X X^T (``eigvalsh``), exact up to rounding
-    and faster on a GPU. Computed in float32 at least (float64 stays float64).
+#: iterations of :func:`polar_nuclear_norms`: (quintic, cubic). Measured against ``gram64`` on
+#: the paper preset's softmax maps of four atlas test pairs (512 maps of 256x256): (6, 10) is
+#: within 1.0e-4 relative on the norms, (6, 14) within 1.1e-5, (4, 10) within 2.3e-3.
+POLAR_ITERS = (6, 10)
+
+#: Newton-Schulz quintic that pushes small singular values up ~3.4x per step (it does not
+#: converge to 1 itself: the cubic steps after it do)
+_QUINTIC = (3.4445, -4.7750, 2.0315)
+
+#: bytes of channel maps one CPU worker takes at a time (bounds the memory of the norms)
+_TASK_BYTES = 32 * 2**20
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None or _POOL._max_workers != workers:  # noqa: SLF001 (the pool's own size)
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dilran-lapack")
+    return _POOL
+
+
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Run the body with one intra-op thread, then restore the previous count."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _run_tasks(tasks: list[Callable[[], torch.Tensor]], workers: int) -> list[torch.Tensor]:
+    """Run ``tasks`` on ``workers`` threads of one core each (LAPACK single-threaded).
+
+    One 256x256 eigenvalue problem is too small for two OpenMP threads, and multi-threaded
+    LAPACK slows down 10x or more when other processes share the cores; side-by-side
+    single-threaded calls do not (PyTorch releases the GIL inside its operators).
     """
+    if workers <= 1 or len(tasks) < 2:
+        with single_threaded():
+            return [t() for t in tasks]
+
+    def work(task: Callable[[], torch.Tensor]) -> torch.Tensor:
+        torch.set_num_threads(1)  # this worker thread's own OpenMP team
+        return task()
+
+    with single_threaded():
+        return list(_pool(workers).map(work, tasks))
+
+
+def polar_nuclear_norms(x: torch.Tensor, iters: tuple[int, int] = POLAR_ITERS) -> torch.Tensor:
+    """Nuclear norms of a batch of matrices (B, H, W) -> (B,) by matrix products alone.
+
+    ``||X||_* = max over orthogonal Q of tr(Q^T X)``, reached at the polar factor Q = U V^T of
+    X = U S V^T. Newton-Schulz steps ``Y <- p(Y Y^T) Y`` on ``Y = X / ||X||_F`` (singular values
+    in (0, 1]) drive every singular value towards 1 and keep the singular vectors, so Y tends to
+    Q: first ``iters[0]`` quintic steps (small values grow ~3.4x per step), then ``iters[1]``
+    cubic ones ``(3 Y - Y Y^T Y) / 2``, which converge to 1. The result ``tr(Y^T X)`` is
+    ``sum_i s_i f(s_i)`` with ``f <= 1``: never above the true norm, and short of it only by the
+    smallest singular values. Stable in float32 (no inverse is formed).
+    """
+    y0 = x.float()
+    scale = torch.linalg.matrix_norm(y0).clamp_min(torch.finfo(torch.float32).tiny)
+    y = y0 / scale[:, None, None]
+    if y.shape[-2] > y.shape[-1]:  # multiply by the smaller Gram matrix
+        y, y0 = y.transpose(-1, -2), y0.transpose(-1, -2)
+    a, b, c = _QUINTIC
+    for _ in range(iters[0]):
+        g = y @ y.transpose(-1, -2)
+        y = a * y + (b * g + c * (g @ g)) @ y
+    for _ in range(iters[1]):
+        y = 1.5 * y - 0.5 * ((y @ y.transpose(-1, -2)) @ y)
+    return (y * y0).sum((-1, -2))
+
+
+def _default_method(x: torch.Tensor) -> str:
+    return "polar" if x.device.type == "cuda" else "gram64"
+
+
+def _matrix_norms(m: torch.Tensor, method: str) -> torch.Tensor:
+    """Nuclear norms of a batch of matrices (B, H, W) -> (B,) with ``method``."""
+    if method == "polar":
+        return polar_nuclear_norms(m)
+    if method == "gram64":
+        m = m.double()
+    elif method == "gram32":
+        m = m.float()
+    elif m.dtype != torch.float64:
+        m = m.float()
+    if method == "svd":
+        return torch.linalg.svdvals(m).sum(-1)
+    if m.shape[-2] > m.shape[-1]:
+        m = m.transpose(-1, -2)
+    gram = m @ m.transpose(-1, -2)
+    return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().sum(-1)
+
+
+def _check_method(method: str) -> None:
+    if method not in NUCLEAR_METHODS:
+        raise ValueError(f"unknown nuclear-norm method {method!r}; choose from {NUCLEAR_METHODS}")
+
+
+def _chunks(c: int, per_map: int, workers: int) -> list[tuple[int, int]]:
+    """Channel ranges of at most ``_TASK_BYTES`` each, and at least ``workers`` of them."""
+    size = max(1, min(_TASK_BYTES // max(per_map, 1), -(-c // max(workers, 1))))
+    return [(i, min(i + size, c)) for i in range(0, c, size)]
+
+
+def nuclear_norms(
+    x: torch.Tensor, method: str | None = None, workers: int | None = None
+) -> torch.Tensor:
+    """Nuclear norm of every channel map: (N, C, H, W) -> (N, C).
+
+    ``method`` is one of :data:`NUCLEAR_METHODS` (default ``gram64`` on a CPU, ``polar`` on
+    CUDA). On a CPU the maps are split over ``workers`` single-threaded threads (default:
+    ``torch.get_num_threads()``), in tasks of at most 32 MiB of float64 maps. The result is in
+    float64 for float64 input, float32 otherwise.
+    """
+    out = raw_nuclear_norms(x, method, workers)
+    return out.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+
+
+def raw_nuclear_norms(
+    x: torch.Tensor, method: str | None = None, workers: int | None = None
+) -> torch.Tensor:
+    """:func:`nuclear_norms` in the method's own precision (float64 for ``gram64``)."""
     if x.ndim != 4:
         raise ValueError(f"expected (N, C, H, W), got {tuple(x.shape)}")
-    y = x if x.dtype == torch.float64 else x.float()
-    if method == "svd":
-        return torch.linalg.svdvals(y).sum(-1)
-    if method == "gram":
-        if y.shape[-2] > y.shape[-1]:
-            y = y.transpose(-1, -2)
-        gram = y @ y.transpose(-1, -2)
-        return torch.linalg.eigvalsh(gram).clamp_min(0).sqrt().sum(-1)
-    raise ValueError(f"unknown nuclear-norm method {method!r}; choose 'svd' or 'gram'")
+    method = method or _default_method(x)
+    _check_method(method)
+    n, c, h, w = x.shape
+    if x.device.type != "cpu":
+        return _matrix_norms(x.reshape(n * c, h, w), method).view(n, c)
+    workers = workers or torch.get_num_threads()
+    tasks = [
+        (lambda i=i, lo=lo, hi=hi: _matrix_norms(x[i, lo:hi], method))
+        for i in range(n)
+        for lo, hi in _chunks(c, 8 * h * w, workers)
+    ]
+    return torch.cat(_run_tasks(tasks, workers)).view(n, c)
+
+
+def _log_normaliser(f: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """log sum_k exp(f_k) over channels, (N, C, H, W) -> (N, 1, H, W) float32, in row blocks
+    (no full-size temporary)."""
+    out = torch.empty((f.shape[0], 1, *f.shape[2:]), dtype=torch.float32, device=f.device)
+    for r in range(0, f.shape[2], rows):
+        out[:, :, r : r + rows] = torch.logsumexp(f[:, :, r : r + rows].float(), 1, keepdim=True)
+    return out
+
+
+def softmax_nuclear_norms(
+    f: torch.Tensor, method: str | None = None, workers: int | None = None
+) -> torch.Tensor:
+    """Eq. 3-4: nuclear norms of the channel softmax of ``f``, (N, C, H, W) -> (N, C).
+
+    Equal to ``nuclear_norms(torch.softmax(f, 1))`` but, on a CPU, the softmax is never held
+    whole: each worker forms its own channel maps ``exp(f_k - logsumexp(f))`` (at most 32 MiB at
+    a time), so the memory beyond ``f`` is one (N, 1, H, W) map plus the workers' tasks.
+    """
+    if f.ndim != 4:
+        raise ValueError(f"expected (N, C, H, W), got {tuple(f.shape)}")
+    method = method or _default_method(f)
+    _check_method(method)
+    if f.device.type != "cpu":
+        return nuclear_norms(torch.softmax(f.float(), dim=1), method)
+    n, c, h, w = f.shape
+    lse = _log_normaliser(f)
+    workers = workers or torch.get_num_threads()
+
+    def task(i: int, lo: int, hi: int) -> torch.Tensor:
+        dtype = torch.float64 if method == "gram64" else torch.float32
+        maps = f[i, lo:hi].to(dtype, copy=True)  # a copy: f itself is left as it is
+        return _matrix_norms(maps.sub_(lse[i]).exp_(), method)
+
+    tasks = [
+        (lambda i=i, lo=lo, hi=hi: task(i, lo, hi))
+        for i in range(n)
+        for lo, hi in _chunks(c, 8 * h * w, workers)
+    ]
+    return torch.cat(_run_tasks(tasks, workers)).view(n, c)
 
 
 PHI: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -123,20 +308,26 @@ PHI: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 def sfnn_weights(
-    f1: torch.Tensor, f2: torch.Tensor, phi: str = "max", method: str = "svd"
+    f1: torch.Tensor,
+    f2: torch.Tensor,
+    phi: str = "max",
+    method: str | None = None,
+    workers: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Eq. 3-5 for a batch: (N, C, H, W) x 2 -> W1, W2 of shape (N,).
+    """Eq. 3-5 for a batch: (N, C, H, W) x 2 -> W1, W2 of shape (N,) in the features' dtype.
 
-    Both feature maps go through one softmax and one batched nuclear-norm call.
+    The nuclear norms come from :func:`softmax_nuclear_norms` (``method``, ``workers``: see
+    :func:`nuclear_norms`); this is the one SFNN path of the package.
     """
     _check_pair(f1, f2)
     if phi not in PHI:
         raise ValueError(f"unknown phi {phi!r}; choose from {sorted(PHI)}")
-    s = torch.softmax(torch.cat([f1, f2]).float(), dim=1)  # Eq. 3, over channels
-    n1, n2 = nuclear_norms(s, method).chunk(2)  # (N, C) each
+    n1 = softmax_nuclear_norms(f1, method, workers)
+    n2 = softmax_nuclear_norms(f2, method, workers)
     p1, p2 = PHI[phi](n1), PHI[phi](n2)
     w1 = p1 / (p1 + p2)
-    return w1.to(f1.dtype), (1 - w1).to(f1.dtype)
+    dtype = f1.dtype if f1.dtype.is_floating_point else torch.float32
+    return w1.to(dtype), (1 - w1).to(dtype)
 
 
 def sfnn_weights_reference(f1: torch.Tensor, f2: torch.Tensor, phi: str = "max") -> tuple:

@@ -132,3 +132,16 @@ def test_mismatched_features_are_refused(feats):
     f1, _ = feats
     with pytest.raises(ValueError, match="one shape"):
         fuse_features(f1, f1[:, :4], "sfnn-max")
+
+
+@pytest.mark.parametrize("method", ["gram64", "gram32", "svd", "gram"])
+def test_softmax_nuclear_norms_match_the_plain_softmax_and_leave_features(method):
+    from dilran_lite.fusion import softmax_nuclear_norms
+
+    torch.manual_seed(3)
+    f = torch.randn(2, 6, 20, 24)
+    keep = f.clone()
+    ref = torch.linalg.svdvals(torch.softmax(f.double(), 1)).sum(-1)
+    got = softmax_nuclear_norms(f, method, workers=2).double()
+    assert torch.equal(f, keep)
+    assert torch.allclose(got, ref, rtol=1e-6 if method == "gram64" else 1e-4)  # softmax in float32

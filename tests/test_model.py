@@ -175,3 +175,45 @@ def test_pyramid_mask_spans_zero_to_one():
         z = pa.p1(pa.p2(pa.p3(torch.randn(2, 12, 16, 16))))
         assert z.min() < 0, shared
         assert not isinstance(list(pa.p1.modules())[-1], torch.nn.ReLU)
+
+
+@pytest.mark.parametrize("strategy", ["sfnn-max", "fer", "fl1n", "max", "sfnn-spatial"])
+def test_tiled_fusion_matches_untiled(strategy):
+    """Tiles overlapping by HALO pixels give the untiled result (even sizes: 1e-5)."""
+    torch.manual_seed(0)
+    m = build_model("paper").eval()
+    a, b = torch.rand(1, 1, 160, 136), torch.rand(1, 1, 160, 136)
+    with torch.no_grad():
+        ref, (r1, _) = m.fuse(a, b, strategy, return_weights=True, clamp=False)
+        out, (w1, _) = m.fuse(a, b, strategy, return_weights=True, clamp=False, tile=32)
+    assert (out - ref).abs().max().item() <= 1e-5
+    if strategy == "sfnn-max":
+        assert torch.allclose(w1, r1, rtol=1e-6)
+
+
+def test_tiled_fusion_odd_size_within_stated_tolerance():
+    """Odd sides change the soft masks' upsampling scale: tiled within 2e-3 of untiled."""
+    torch.manual_seed(0)
+    m = build_model("lite").eval()
+    a, b = torch.rand(1, 1, 161, 137), torch.rand(1, 1, 161, 137)
+    with torch.no_grad():
+        ref, out = m.fuse(a, b, clamp=False), m.fuse(a, b, clamp=False, tile=32)
+    assert (out - ref).abs().max().item() <= 2e-3
+
+
+def test_memory_estimate_is_linear_in_pixels_and_refuses_over_limit():
+    from dilran_lite.errors import UserError
+    from dilran_lite.model import HALO, default_tile, fusion_memory
+
+    cfg = build_model("paper").config
+    tile = default_tile(cfg)
+    base = fusion_memory(cfg, 1, 0, 0, tile)
+    m1 = fusion_memory(cfg, 1, 1024, 1024, tile) - base
+    m2 = fusion_memory(cfg, 1, 2048, 2048, tile) - base
+    assert m2 <= 4.2 * m1  # no faster than the pixels (plus the fixed tile)
+    assert fusion_memory(cfg, 1, 2048, 2048, tile) < 4 * 2**30
+    assert fusion_memory(cfg, 1, 512, 512, tile) < 1.5 * 2**30
+    assert tile + 2 * HALO < 512
+    lite = build_model("lite").eval()
+    with pytest.raises(UserError, match="needs about"):
+        lite.fuse(torch.rand(1, 1, 64, 64), torch.rand(1, 1, 64, 64), max_memory=1e6)
