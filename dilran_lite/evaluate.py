@@ -29,6 +29,7 @@ import torch
 
 from .color import fuse_colour, rgb_to_luma
 from .errors import UserError
+from .inference import fused_filename
 from .metrics import METRICS, compute_metrics
 
 __all__ = [
@@ -36,7 +37,6 @@ __all__ = [
     "evaluate",
     "evaluate_folder",
     "resolve_dataset",
-    "fused_filename",
     "main",
     "build_parser",
     "check_args",
@@ -255,11 +255,6 @@ def evaluate(
             raise ValueError(f"duplicate image name {key!r} in the dataset")
         rows[key] = _score(a, b, fused, names)
     return _table(rows, names, csv)
-
-
-def fused_filename(name: str) -> str:
-    """The file a fused pair ``name`` is written to by ``fuse --data`` (``fuse_dataset``)."""
-    return name if str(name).endswith(".png") else f"{name}.png"
 
 
 def _expected(data) -> list[tuple[str, tuple[int, int], bool]]:

@@ -21,6 +21,7 @@ from .model import DILRAN
 __all__ = [
     "fuse_pair",
     "fuse_dataset",
+    "fused_filename",
     "save_image",
     "image_format",
     "check_output_file",
@@ -130,6 +131,11 @@ def save_image(x: torch.Tensor, path: str | os.PathLike) -> Path:
     return path
 
 
+def fused_filename(name: str) -> str:
+    """The file a fused pair ``name`` is written to by :func:`fuse_dataset` (``fuse --data``)."""
+    return name if str(name).endswith(".png") else f"{name}.png"
+
+
 def fuse_dataset(
     model: DILRAN,
     dataset,
@@ -143,7 +149,7 @@ def fuse_dataset(
 
     written = []
     for a, b, name in tqdm(dataset, desc="fusing", disable=not progress):
-        fname = name if str(name).endswith(".png") else f"{name}.png"
+        fname = fused_filename(name)
         fused = fuse_pair(model, a, b, strategy, max_memory=max_memory)
         written.append(save_image(fused, Path(out_dir) / fname))
     return written
