@@ -25,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from .color import fuse_colour, rgb_to_luma, rgb_to_ycbcr, ycbcr_to_rgb
 from .errors import UserError
 from .phantom import PhantomDataset, phantom_functional, phantom_masks, phantom_pair
+from .utils import display_path
 
 
 class ImageFileError(UserError, ValueError):
@@ -585,8 +586,8 @@ def load_pairs(
         return PairedDataset(folder, pairs=pairs, split=split, **kwargs)
     if fallback is None:
         raise FileNotFoundError(
-            f"the {pairs} atlas was not found at {folder}: run `dilran-lite download` "
-            "(or dilran_lite.download.download_atlas()) or set $DILRAN_DATA"
+            f"the {pairs} atlas was not found at {display_path(folder)}: run "
+            "`dilran-lite download` (or dilran_lite.download.download_atlas()) or set $DILRAN_DATA"
         )
     if fallback != "phantom":
         raise ValueError(f"fallback must be 'phantom' or None, got {fallback!r}")
@@ -595,7 +596,8 @@ def load_pairs(
     seed = int(kwargs.pop("seed", 0)) + offset
     ds = PhantomDataset(n=n_phantom, seed=seed, modality=PAIRS[pairs][1], **kwargs)
     print(
-        f"Atlas {DATASET_DIRS[pairs]} not found at {folder}; get it with `dilran-lite download` "
-        f"or dilran_lite.download.download_atlas(). Using the {ds.source} instead."
+        f"Atlas {DATASET_DIRS[pairs]} not found at {display_path(folder)}; get it with "
+        "`dilran-lite download` or dilran_lite.download.download_atlas(). "
+        f"Using the {ds.source} instead."
     )
     return ds

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .utils import display_path
+
 __all__ = [
     "mse_term",
     "image_gradients",
@@ -86,16 +88,8 @@ class VGGWeightsUnavailable(RuntimeError):
     """ImageNet VGG16 weights could not be found or downloaded."""
 
 
-def _home_relative(path: Path) -> str:
-    """``path`` with the user's home folder written as ``~`` (messages name no home folder)."""
-    try:
-        return str(Path("~") / path.relative_to(Path.home()))
-    except ValueError:
-        return str(path)
-
-
 def _vgg_message(source: str, err: Exception) -> str:
-    cache = _home_relative(Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG16_URL).name)
+    cache = display_path(Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG16_URL).name)
     return (
         f"could not load ImageNet VGG16 weights from {source} ({err}). The perceptual loss "
         f"needs them. Either put torchvision's file {Path(VGG16_URL).name} at {cache} "

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
 
 __all__ = [
     "quick_mode",
+    "display_path",
     "default_device",
     "amp_dtype",
     "autocast",
@@ -89,3 +91,13 @@ def as_image_batch(x: torch.Tensor, name: str = "input", channels: int | None = 
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` for a message: the user's home folder written as ``~``, so that pages and logs
+    name no machine's home folder."""
+    path = Path(path)
+    try:
+        return str(Path("~") / path.relative_to(Path.home()))
+    except ValueError:
+        return str(path)
