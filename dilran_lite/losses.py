@@ -115,7 +115,8 @@ def load_vgg16_features(source: str | Path | None = None, layer: str = "relu3_3"
     src = str(source) if source is not None else VGG16_URL
     try:
         if "://" in src:
-            with contextlib.redirect_stderr(io.StringIO()):  # torch's "Downloading ... to <path>"
+            quiet = io.StringIO()  # torch's "Downloading: <url> to <path>" (its stdout)
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
                 state = torch.hub.load_state_dict_from_url(
                     src, map_location="cpu", progress=False, weights_only=True
                 )
