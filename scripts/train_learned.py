@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             "pixel_max_val": scores["pixel_max"],
             "chosen": {"alpha": alpha, "beta": beta, "wins": wins},
         },
-        "notes": "Trained on a CPU (2 shared cores, no GPU lent): the frozen "
+        "notes": "Trained on a CPU (2 shared cores, no GPU): the frozen "
         f"{backbone} encoder's features of one random {args.crop}x{args.crop} crop per "
         "training pair were computed once and "
         f"cached; {args.epochs} epochs of {args.steps} Adam steps (batch 8, lr 1e-3) on the "
