@@ -252,7 +252,8 @@ def mutual_information(a: ImageLike, b: ImageLike, f: ImageLike) -> float:
     """Fusion mutual information in bits: ``MI = MI(F, A) + MI(F, B)`` (a sum, Qu et al. 2002).
 
     Each term as in :func:`mi` (8-bit images, 256 bins, log2). This is the field's definition;
-    the DILRAN paper's published code averaged the two terms with natural logs (the book's appendix, "The released DILRAN code, measured").
+    the DILRAN paper's published code averaged the two terms with natural logs (the book's
+    appendix, "The released DILRAN code, measured").
     """
     a8, b8, f8 = _triple(a, b, f)
     return _mi_u8(f8, a8) + _mi_u8(f8, b8)

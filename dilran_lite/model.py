@@ -8,7 +8,8 @@ Where the paper's text is silent we chose as follows (each is a constructor argu
 
 * ``activation="relu"`` after every convolution except the last one of the network;
 * ``norm="none"``: the text names no normalisation. The published code has BatchNorm, left in
-  training mode at test time (the book's appendix); ``norm="batch"`` or ``"instance"`` restores a norm;
+  training mode at test time (the book's appendix); ``norm="batch"`` or ``"instance"``
+  restores a norm;
 * ``mask_activation="sigmoid"`` ends every soft mask, Eq. 1 and Eq. 2 alike ("a downsample-upsample
   block with an activation function"); ``"none"`` leaves Eq. 2's mask unbounded;
 * ``share_pyramid_weights=False``: CB1, CB2, CB3 have their own weights and are composed,
