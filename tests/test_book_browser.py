@@ -12,116 +12,14 @@ Run with `make browser` (vendors the JavaScript and installs Chromium first) or
 
 from __future__ import annotations
 
-import functools
-import http.server
-import os
 import re
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from conftest import BUILD, KNOWN_PAGE_ERRORS, REPO, TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
-
-REPO = Path(__file__).resolve().parents[1]
-BUILD = REPO / "_build"
-HTML = BUILD / "html"
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
-# Every page of sphinx-book-theme 1.3 declares this twice; harmless, and not ours to fix.
-KNOWN_PAGE_ERRORS = ("THEBE_JS_URL",)
-TIMEOUT_MS = 30_000
-
-
-def _sources() -> list[Path]:
-    files = [REPO / "_config.yml", REPO / "_toc.yml"]
-    files += sorted((REPO / "book").rglob("*"))
-    files += sorted((REPO / "notebooks").glob("*.ipynb"))
-    files += sorted((REPO / "_vendor").rglob("*"))
-    return [f for f in files if f.is_file()]
-
-
-def _build_is_fresh() -> bool:
-    index = HTML / "index.html"
-    if not index.is_file():
-        return False
-    built = index.stat().st_mtime
-    return all(f.stat().st_mtime <= built for f in _sources())
-
-
-@pytest.fixture(scope="session")
-def built_book() -> Path:
-    """_build/html, built with `jupyter-book build . --all -W -n --keep-going` unless up to date.
-
-    --all: an incremental Sphinx build with no changed page skips copying _vendor/ to _static/.
-    """
-    vendored = REPO / "_vendor"
-    if not (vendored / "mathjax" / "tex-mml-chtml.js").is_file():
-        pytest.fail(
-            "_vendor/ is empty: run `bash scripts/vendor_assets.sh` (or `make browser`) first; "
-            "the book serves MathJax and the widget manager from there instead of a CDN"
-        )
-    if not _build_is_fresh():
-        jb = Path(sys.executable).with_name("jupyter-book")
-        exe = str(jb) if jb.exists() else "jupyter-book"
-        cmd = [exe, "build", ".", "--all", "-W", "-n", "--keep-going"]
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        took = time.perf_counter() - start
-        if proc.returncode != 0:
-            pytest.fail(
-                f"`{' '.join(cmd[1:])}` failed (exit {proc.returncode}, {took:.0f} s):\n"
-                + (proc.stdout + proc.stderr)[-4000:]
-            )
-        (HTML / "index.html").touch()
-        print(f"book built in {took:.1f} s")
-    return HTML
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002 - the base class's name
-        pass
-
-
-@pytest.fixture(scope="session")
-def server(built_book: Path):
-    """http://127.0.0.1:<port>/ serving _build/html from a thread."""
-    handler = functools.partial(_QuietHandler, directory=str(built_book))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture(scope="session")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} not found: run `bash scripts/install_chromium.sh` as root "
-            "(apt-get install -y chromium), or set CHROMIUM=/path/to/chromium"
-        )
-    # Playwright gives the browser a fresh temporary profile (it refuses --user-data-dir here).
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _notebook_title(notebook: Path) -> str:

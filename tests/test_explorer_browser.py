@@ -11,36 +11,17 @@ Run with ``pytest tests/test_explorer_browser.py -m browser`` (``make browser`` 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import torch
-from test_book_browser import built_book, server  # noqa: F401 - the book's build and server
 
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
 TIMEOUT_MS = 30_000
 CHAPTER = "notebooks/07_fusion_strategies.html"
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    """A headless Chromium (Debian's package), as in tests/test_book_browser.py."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} not found: run `bash scripts/install_chromium.sh` as root, "
-            "or set CHROMIUM=/path/to/chromium"
-        )
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _state(root) -> dict:
@@ -141,8 +122,8 @@ def explorer_file(tmp_path_factory) -> Path:
     return path
 
 
-def test_static_explorer_file(chromium, explorer_file: Path) -> None:
-    context, page, outside, errors = _open(chromium, explorer_file.as_uri())
+def test_static_explorer_file(browser, explorer_file: Path) -> None:
+    context, page, outside, errors = _open(browser, explorer_file.as_uri())
     try:
         _drive(page)
     finally:
@@ -156,9 +137,9 @@ _SAVED = "dilran-static-explorer" in (REPO / "notebooks" / "07_fusion_strategies
 @pytest.mark.skipif(
     not _SAVED, reason="chapter 7 holds no saved output of static_explorer_html: execute it first"
 )
-def test_static_explorer_in_the_book(chromium, server: str) -> None:  # noqa: F811
+def test_static_explorer_in_the_book(browser, server: str) -> None:
     """Chapter 7 of the built book: the explorer's images swap with the controls, offline."""
-    context, page, outside, errors = _open(chromium, f"{server}/{CHAPTER}")
+    context, page, outside, errors = _open(browser, f"{server}/{CHAPTER}")
     try:
         assert page.locator(".dilran-static-explorer").count() >= 1, (
             "no static explorer on the page"
