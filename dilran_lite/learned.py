@@ -40,6 +40,9 @@ __all__ = [
     "MODEL_KIND",
 ]
 
+OUTPUTS = ("features", "image")
+"""Where the learned weight map mixes: the feature maps (then decoded) or the source images."""
+
 MODEL_KIND = "learned-fusion"
 """The ``model_kind`` of a learned-fusion checkpoint's metadata (DILRAN checkpoints have none)."""
 
@@ -52,6 +55,13 @@ class LearnedConfig:
     width: int = 64
     hidden: int = 16
     with_images: bool = True
+    output: str = "features"
+    """``"features"``: decode the mixed features; ``"image"``: mix the source images and add a
+    learned share of their fine detail (the reconstructor is not used)."""
+
+    def __post_init__(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,7 +79,8 @@ class WeightNet(nn.Module):
     """Features and images -> per-pixel weight of the first source.
 
     Input: ``f1, f2`` (N, width, H, W) and, when ``with_images``, ``a, b`` (N, 1, H, W).
-    Output: ``w`` (N, 1, H, W) in [0, 1]. The features are divided by their mean magnitude
+    Output: ``w`` (N, 1, H, W) in [0, 1]; with ``detail=True`` also a detail gain
+    ``g`` (N, 1, H, W) >= 0 (softplus of a second output, about 0.02 at the start). The features are divided by their mean magnitude
     (per image), then three 3x3 convolutions (the middle one dilated by 2: a 9x9 receptive field)
     give a logit, to which ``gain * (a - b)`` is added (``gain`` learnable, 10 at the start):
     the untrained net leans towards the brighter source, a soft pixel maximum of the features,
@@ -78,38 +89,62 @@ class WeightNet(nn.Module):
     """
 
     def __init__(
-        self, width: int, hidden: int = 16, with_images: bool = True, gain: float = 10.0
+        self,
+        width: int,
+        hidden: int = 16,
+        with_images: bool = True,
+        gain: float = 10.0,
+        detail: bool = False,
     ) -> None:
         super().__init__()
         c_in = 2 * width + (2 if with_images else 0)
-        self.with_images = with_images
+        self.with_images, self.detail = with_images, detail
         self.body = nn.Sequential(
             nn.Conv2d(c_in, hidden, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2),
             nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, 1, 3, padding=1),
+            nn.Conv2d(hidden, 2 if detail else 1, 3, padding=1),
         )
         nn.init.zeros_(self.body[-1].weight)
         nn.init.zeros_(self.body[-1].bias)
+        if detail:  # the detail gain starts near zero: softplus(-4) = 0.018
+            nn.init.constant_(self.body[-1].bias[1:], -4.0)
         # a learnable prior towards the brighter source: logit += gain * (a - b)
         self.gain = nn.Parameter(torch.tensor(gain if with_images else 0.0))
 
-    def forward(
-        self, f1: torch.Tensor, f2: torch.Tensor, a: torch.Tensor, b: torch.Tensor
-    ) -> torch.Tensor:
+    def forward(self, f1: torch.Tensor, f2: torch.Tensor, a: torch.Tensor, b: torch.Tensor):
         # features scaled to a mean magnitude of 1 per image: the sigmoid starts unsaturated
         scale = torch.cat([f1, f2], dim=1).abs().mean(dim=(1, 2, 3), keepdim=True)
         f1, f2 = f1 / scale.clamp_min(1e-6), f2 / scale.clamp_min(1e-6)
         parts = [f1, f2, a, b] if self.with_images else [f1, f2]
-        logit = self.body(torch.cat(parts, dim=1))
+        out = self.body(torch.cat(parts, dim=1))
+        logit = out[:, :1]
         if self.with_images:
             logit = logit + self.gain * (a - b)
+        if self.detail:
+            return torch.sigmoid(logit), F.softplus(out[:, 1:])
         return torch.sigmoid(logit)
 
 
+def fine_detail(x: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
+    """``x`` minus its Gaussian blur (sigma in pixels, replicated border): (N, 1, H, W)."""
+    r = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-(t**2) / (2 * sigma**2))
+    g = g / g.sum()
+    y = F.pad(x, (r, r, r, r), mode="replicate")
+    y = F.conv2d(F.conv2d(y, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1))
+    return x - y
+
+
 class LearnedFusion(nn.Module):
-    """The learned layer: ``fused = decode(w * f1 + (1 - w) * f2)``, w from :class:`WeightNet`.
+    """The learned layer, in one of two places (``config.output``):
+
+    - ``"features"``: ``fused = decode(w * f1 + (1 - w) * f2)``, w from :class:`WeightNet`;
+    - ``"image"``: ``fused = w * a + (1 - w) * b + g * d``, where ``d`` is the fine detail
+      (:func:`fine_detail`) of whichever source has more of it at that pixel and ``g`` a second,
+      learned map; the decoder is never used, so the fused pixels are the sources' own.
 
     Only the weight net is a parameter (and in the checkpoint); the DILRAN backbone that encodes
     and decodes is frozen, loaded by name on first use or given with :meth:`attach`.
@@ -119,7 +154,9 @@ class LearnedFusion(nn.Module):
         super().__init__()
         self.config = config or LearnedConfig()
         cfg = self.config
-        self.weight_net = WeightNet(cfg.width, cfg.hidden, cfg.with_images)
+        self.weight_net = WeightNet(
+            cfg.width, cfg.hidden, cfg.with_images, detail=cfg.output == "image"
+        )
         object.__setattr__(self, "_backbone", None)  # not a submodule: frozen, not saved
 
     def attach(self, backbone: nn.Module) -> LearnedFusion:
@@ -147,12 +184,19 @@ class LearnedFusion(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, width, H, W) features, (N, 1, H, W) images -> fused features, w (N, 1, H, W)."""
         w = self.weight_net(f1, f2, a, b)
+        w = w[0] if isinstance(w, tuple) else w
         return w * f1 + (1 - w) * f2, w
 
     def fuse_features(
         self, f1: torch.Tensor, f2: torch.Tensor, a: torch.Tensor, b: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mix and decode: fused image (N, 1, H, W), unclamped, and the weight map w."""
+        """Fused image (N, 1, H, W), unclamped, and the weight map w, from the encoded features
+        and the images: mixed features decoded, or mixed images plus detail (``output``)."""
+        if self.config.output == "image":
+            w, g = self.weight_net(f1, f2, a, b)
+            da, db = fine_detail(a), fine_detail(b)
+            d = torch.where(da.abs() >= db.abs(), da, db)
+            return w * a + (1 - w) * b + g * d, w
         fused_f, w = self.mix(f1, f2, a, b)
         return self.backbone.decode(fused_f), w
 
@@ -241,6 +285,7 @@ class LearnedTrainConfig:
     backbone: str = "dilran-paper"
     hidden: int = 16
     with_images: bool = True
+    output: str = "features"
     pairs: str = "mri-ct"
     split: str = "series"
     data: str = "auto"
@@ -253,6 +298,7 @@ class LearnedTrainConfig:
     lr: float = 1e-3
     alpha: float = 1.0
     beta: float = 1.0
+    metric_weights: str = ""
     val_limit: int | None = None
     seed: int = 0
 
@@ -338,7 +384,18 @@ def encode_pairs(
     return {k: torch.cat(v) for k, v in out.items()}
 
 
-def _val_loss(model: LearnedFusion, val: dict, objective: FusionObjective) -> float:
+def make_objective(cfg: LearnedTrainConfig) -> nn.Module:
+    """The run's loss: :class:`FusionObjective` (``alpha``, ``beta``), or, when
+    ``metric_weights`` is set (e.g. ``"VIF=1,SCD=1"``), the metric surrogates'
+    :class:`dilran_lite.surrogates.MetricObjective`."""
+    if cfg.metric_weights:
+        from .surrogates import MetricObjective
+
+        return MetricObjective(cfg.metric_weights)
+    return FusionObjective(cfg.alpha, cfg.beta)
+
+
+def _val_loss(model: LearnedFusion, val: dict, objective: nn.Module) -> float:
     model.eval()
     total = 0.0
     with torch.no_grad():
@@ -377,11 +434,13 @@ def train_learned_fusion(
     seed_everything(cfg.seed)
     backbone = pretrained(cfg.backbone)
     model = LearnedFusion(
-        LearnedConfig(cfg.backbone, backbone.config.width, cfg.hidden, cfg.with_images)
+        LearnedConfig(
+            cfg.backbone, backbone.config.width, cfg.hidden, cfg.with_images, cfg.output
+        )
     )
     model.attach(backbone)
     opt = torch.optim.Adam(model.weight_net.parameters(), lr=cfg.lr)
-    objective = FusionObjective(cfg.alpha, cfg.beta)
+    objective = make_objective(cfg)
     history: dict[str, list] = {"train_loss": [], "val_loss": [], "epoch_time_s": []}
     start, last = 0, out / "last.safetensors"
     if resume and last.is_file():
