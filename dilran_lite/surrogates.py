@@ -101,7 +101,8 @@ def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     sy = F.conv2d(255 * x, h1.flip(0, 1)[None, None], padding=1)
     g = (sx * sx + sy * sy + 1e-8).sqrt()
     small = sx.abs() < 1e-6
-    alpha = torch.where(small, torch.full_like(sx, math.pi / 2), torch.atan(sy / sx.where(~small, 1.0)))
+    ratio = sy / sx.where(~small, torch.ones_like(sx))
+    alpha = torch.where(small, torch.full_like(sx, math.pi / 2), torch.atan(ratio))
     return g, alpha
 
 
@@ -114,7 +115,8 @@ def soft_qabf(f: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
         gx, ax = _edges(x)
         rel_g = torch.minimum(gx, gf) / torch.maximum(gx, gf)
         rel_a = 1 - (ax - af).abs() / (math.pi / 2)
-        q = 0.9994 / (1 + torch.exp(-15 * (rel_g - 0.5))) * 0.9879 / (1 + torch.exp(-22 * (rel_a - 0.8)))
+        q_g = 0.9994 / (1 + torch.exp(-15 * (rel_g - 0.5)))
+        q = q_g * 0.9879 / (1 + torch.exp(-22 * (rel_a - 0.8)))
         num = num + (q * gx).flatten(1).sum(1)
         den = den + gx.flatten(1).sum(1)
     return num / den.clamp_min(1e-8)
