@@ -79,13 +79,13 @@ class WeightNet(nn.Module):
     """Features and images -> per-pixel weight of the first source.
 
     Input: ``f1, f2`` (N, width, H, W) and, when ``with_images``, ``a, b`` (N, 1, H, W).
-    Output: ``w`` (N, 1, H, W) in [0, 1]; with ``detail=True`` also a detail gain
-    ``g`` (N, 1, H, W) >= 0 (softplus of a second output, about 0.02 at the start). The
-    features are divided by their mean magnitude (per image), then three 3x3 convolutions (the
-    middle one dilated by 2: a 9x9 receptive field) give a logit, to which ``gain * (a - b)`` is added (``gain`` learnable, 10 at the start):
-    the untrained net leans towards the brighter source, a soft pixel maximum of the features,
-    and learns where to depart from it. The last convolution starts at zero; with ``gain = 0``
-    an untrained net gives w = 0.5 (the feature average).
+    Output: ``w`` (N, 1, H, W) in [0, 1]; with ``detail=True`` also a detail gain ``g``
+    (N, 1, H, W) >= 0 (softplus of a second output, about 0.02 at the start). The features
+    are divided by their mean magnitude (per image), then three 3x3 convolutions (the middle
+    one dilated by 2: a 9x9 receptive field) give a logit, to which ``gain * (a - b)`` is
+    added (``gain`` learnable, 10 at the start): the untrained net leans towards the brighter
+    source, a soft pixel maximum, and learns where to depart from it. The last convolution
+    starts at zero; with ``gain = 0`` an untrained net gives w = 0.5 (the average).
     """
 
     def __init__(
@@ -434,9 +434,7 @@ def train_learned_fusion(
     seed_everything(cfg.seed)
     backbone = pretrained(cfg.backbone)
     model = LearnedFusion(
-        LearnedConfig(
-            cfg.backbone, backbone.config.width, cfg.hidden, cfg.with_images, cfg.output
-        )
+        LearnedConfig(cfg.backbone, backbone.config.width, cfg.hidden, cfg.with_images, cfg.output)
     )
     model.attach(backbone)
     opt = torch.optim.Adam(model.weight_net.parameters(), lr=cfg.lr)

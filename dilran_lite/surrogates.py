@@ -228,4 +228,3 @@ class MetricObjective(nn.Module):
     def forward(self, f: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         t = self.terms(f, a, b)
         return -sum(w * t[k] for k, (w, _) in self.weights.items())
-

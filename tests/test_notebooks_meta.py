@@ -52,7 +52,9 @@ def test_sync_rewrites_a_changed_url(sync, tmp_path: Path) -> None:
     assert "github/someone/else/blob/dev/notebooks/" in text
     assert "git+https://github.com/someone/else@dev" in text
     readme = tmp_path / "README.md"
-    readme.write_text('pip install "x @ git+https://github.com/a/b@main"\ngit clone https://github.com/a/b\n')
+    readme.write_text(
+        'pip install "x @ git+https://github.com/a/b@main"\ngit clone https://github.com/a/b\n'
+    )
     assert sync.sync_text(readme, "https://github.com/c/d", "main")
     assert readme.read_text() == (
         'pip install "x @ git+https://github.com/c/d@main"\ngit clone https://github.com/c/d\n'
