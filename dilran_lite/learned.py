@@ -38,10 +38,19 @@ __all__ = [
     "train_learned_fusion",
     "load_learned_fusion",
     "MODEL_KIND",
+    "METRIC_OBJECTIVE",
+    "OUTPUTS",
+    "fine_detail",
+    "make_objective",
 ]
 
 OUTPUTS = ("features", "image")
 """Where the learned weight map mixes: the feature maps (then decoded) or the source images."""
+
+METRIC_OBJECTIVE = "VIF=1,SSIM=1,Qabf=1,SCD=1@max,SD=1@max,SF=1@laplacian"
+"""The metric-surrogate objective of the shipped layers and of quick mode
+(:class:`dilran_lite.surrogates.MetricObjective`): VIF, SSIM and Qabf rewarded, SCD and SD up to
+5% above the pixel maximum's, SF up to 5% above the Laplacian pyramid's, on the same crop."""
 
 MODEL_KIND = "learned-fusion"
 """The ``model_kind`` of a learned-fusion checkpoint's metadata (DILRAN checkpoints have none)."""
@@ -309,8 +318,11 @@ class LearnedTrainConfig:
 
 
 def learned_quick_config(**overrides: Any) -> LearnedTrainConfig:
-    """Seconds on a CPU: the lite backbone, 8 phantom pairs, 48-pixel crops, 3 short epochs."""
+    """Seconds on a CPU: the lite backbone, 8 phantom pairs, 48-pixel crops, 3 short epochs;
+    the shipped layers' form (``output="image"``, :data:`METRIC_OBJECTIVE`)."""
     base = dict(
+        output="image",
+        metric_weights=METRIC_OBJECTIVE,
         backbone="dilran-lite",
         data="phantom",
         phantom_pairs=8,

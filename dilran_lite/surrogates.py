@@ -74,6 +74,8 @@ def _valid(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def soft_vif(x: torch.Tensor, f: torch.Tensor, sigma_nsq: float = 2.0) -> torch.Tensor:
     """VIF(X, F) per image (N,), images of at least 41x41: the 4-scale pixel-domain form on
     0..255 grey levels, with the gain clamped at 0 and the distortion variance at 1e-10."""
+    if min(x.shape[-2:]) < 41:
+        raise ValueError(f"VIF needs images of at least 41x41 pixels, got {tuple(x.shape[-2:])}")
     x, f = 255 * x, 255 * f
     num = den = x.new_zeros(x.shape[0])
     for scale in range(1, 5):

@@ -20,9 +20,7 @@ def markdown_table(csv: Path) -> str:
     lines = ["| method | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for _, row in df.iterrows():
         name = row["method"] + (f" (`{row['weights']}`)" if isinstance(row["weights"], str) else "")
-        cells = [
-            "" if pd.isna(row[c]) else f"{row[c]:.{DIGITS.get(c, 3)}f}" for c in COLUMNS
-        ]
+        cells = ["" if pd.isna(row[c]) else f"{row[c]:.{DIGITS.get(c, 3)}f}" for c in COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

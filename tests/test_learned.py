@@ -99,7 +99,7 @@ def test_checkpoint_round_trip_and_shipped_loading(tmp_path):
 def test_train_on_the_phantom_lowers_the_loss_and_resumes(tmp_path):
     cfg = learned_quick_config(
         phantom_pairs=3,
-        crop=32,
+        crop=48,
         crops_per_pair=2,
         epochs=2,
         steps_per_epoch=4,

@@ -103,6 +103,12 @@ def test_image_output_mixes_the_sources_and_adds_a_share_of_their_detail():
         LearnedConfig(output="pixels")
 
 
+def test_vif_refuses_images_below_its_smallest_scale():
+    x = torch.rand(1, 1, 32, 32)
+    with pytest.raises(ValueError, match="41x41"):
+        soft_vif(x, x)
+
+
 def test_fine_detail_of_a_constant_is_zero():
     x = torch.full((1, 1, 20, 20), 0.3)
     assert float(fine_detail(x).abs().max()) < 1e-6
