@@ -455,7 +455,10 @@ def train_learned_fusion(
     start, last = 0, out / "last.safetensors"
     if resume and last.is_file():
         saved = read_metadata(last)["train_config"]
-        diff = [k for k, v in asdict(cfg).items() if k != "epochs" and saved.get(k) != v]
+        defaults = asdict(LearnedTrainConfig())  # fields older checkpoints do not record
+        diff = [
+            k for k, v in asdict(cfg).items() if k != "epochs" and saved.get(k, defaults[k]) != v
+        ]
         if diff:
             raise CheckpointError(f"cannot resume {last}: the training config differs in {diff}")
         _, meta = load_checkpoint(last, model, opt)

@@ -108,6 +108,17 @@ def best_of_others(split: str, limit: int | None) -> dict[str, float]:
     return {m: max(r[m] for r in rows) for m in GOAL_METRICS}
 
 
+def _public_args(argv: list[str]) -> list[str]:
+    """The arguments without ``--runs DIR`` (a folder of this machine, not part of the recipe)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--runs"):
+            skip = arg == "--runs"
+            continue
+        out.append(arg)
+    return out
+
+
 def _candidate(item: str) -> dict:
     """``"1,1"`` -> the (alpha, beta) objective; anything else is a metric-weights spec."""
     parts = item.split(",")
@@ -175,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     wins, _, item, model, meta, scores = max(results, key=lambda r: r[:2])
     command = (
         "DILRAN_DATA=<folder holding harvard-mri-ct> python scripts/train_learned.py "
-        + " ".join(sys.argv[1:] if argv is None else argv)
+        + " ".join(_public_args(sys.argv[1:] if argv is None else argv))
     )
     meta = {
         **meta,
