@@ -18,6 +18,7 @@ The chosen weights are stored in float16 with a sidecar that records this comman
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from dataclasses import replace
@@ -119,6 +120,11 @@ def _public_args(argv: list[str]) -> list[str]:
     return out
 
 
+def _slug(item: str) -> str:
+    """A folder name for one candidate objective (its run resumes under the same name)."""
+    return hashlib.sha1(item.encode()).hexdigest()[:10]
+
+
 def _candidate(item: str) -> dict:
     """``"1,1"`` -> the (alpha, beta) objective; anything else is a metric-weights spec."""
     parts = item.split(",")
@@ -172,10 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     target = best_of_others(args.split, args.val_limit)
     print("best of the other methods on val:", json.dumps(target), flush=True)
     results = []
-    for i, item in enumerate(args.grid):
+    for item in args.grid:
         cfg = replace(base, **_candidate(item))
         model, meta = train_learned_fusion(
-            cfg, Path(args.runs) / f"{tag}-{args.output}-{i}", resume=True, cache=cache
+            cfg, Path(args.runs) / f"{tag}-{args.output}-{_slug(item)}", resume=True, cache=cache
         )
         scores = val_scores(model, cache["val"])["model"]
         wins = sum(scores[m] > target[m] for m in GOAL_METRICS)
