@@ -665,7 +665,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(msg, flush=True)
 
     result: dict = {
-        "benchmark": "dilran-lite speed (issue #5)",
+        "benchmark": "dilran-lite speed",
         "quick": args.quick,
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": machine(device),
