@@ -3,9 +3,13 @@
 Every SFNN rule mixes the two feature maps with one number per pair, so a bright CT bone and a
 bright MRI soft tissue cannot both be kept. :class:`LearnedFusion` maps the two feature maps
 (and the two source images) to a weight map ``w`` in [0, 1], one value per pixel, and fuses
-``w * f1 + (1 - w) * f2`` before the frozen reconstructor. Only the small :class:`WeightNet` is
-trained, with an unsupervised objective (:class:`FusionObjective`): intensity towards the
-brighter source, gradients towards the stronger source, structural similarity to both.
+either the features, ``decode(w * f1 + (1 - w) * f2)`` with the frozen reconstructor, or the
+source images, ``w * a + (1 - w) * b`` plus a learned share of their fine detail
+(``LearnedConfig.output``; the shipped layers mix the images). Only the small
+:class:`WeightNet` is trained, with an unsupervised objective: :class:`FusionObjective`
+(intensity towards the brighter source, gradients towards the stronger source, structural
+similarity to both) or the metric stand-ins of :mod:`dilran_lite.surrogates`
+(``LearnedTrainConfig.metric_weights``; the shipped layers use them).
 
 :func:`train_learned_fusion` precomputes the frozen encoder's features once (on random crops of
 the training pairs), trains on them, validates every epoch on the ``val`` part of the split, and
