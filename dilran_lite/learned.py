@@ -293,6 +293,8 @@ class LearnedTrainConfig:
     ``"auto"``), encodes ``crops_per_pair`` random ``crop`` x ``crop`` windows of each pair once
     with the frozen ``backbone`` (windows whose brighter source has a mean below 0.05 are drawn
     again: no empty background), and validates on ``val`` (whole images, ``val_limit`` pairs).
+    ``output`` is the layer's form (:data:`OUTPUTS`); the loss is :class:`FusionObjective`
+    (``alpha``, ``beta``) unless ``metric_weights`` names metric stand-ins (:func:`make_objective`).
     """
 
     backbone: str = "dilran-paper"
