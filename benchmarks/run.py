@@ -630,6 +630,12 @@ def plot(result: dict, path: Path) -> Path | None:
     return path
 
 
+def _shown(path: Path) -> str:
+    """A path as the saved result records it: relative to the repository, never the machine's."""
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else path.name
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test (~1 min)")
@@ -667,7 +673,7 @@ def main(argv: list[str] | None = None) -> dict:
     result: dict = {
         "benchmark": "dilran-lite speed",
         "quick": args.quick,
-        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "args": {k: (_shown(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": machine(device),
         "notes": (
             "Timings: minimum wall seconds over repeats after a warm-up; cpu_s is the process "
