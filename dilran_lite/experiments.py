@@ -1296,16 +1296,18 @@ def beyond_runs(
     pairs: Pairs,
     split: str,
     backbone: torch.nn.Module,
-    learned: torch.nn.Module,
+    learned: torch.nn.Module | None,
     weights: str,
     learned_name: str,
 ) -> list[Run]:
     """Fuse ``pairs`` with every baseline, every DILRAN rule of ``backbone`` (the shipped
     ``weights``) and ``learned`` (a :class:`dilran_lite.learned.LearnedFusion` on the same
-    backbone, named ``learned_name``): one :class:`Run` each, the learned layer's last."""
+    backbone, named ``learned_name``): one :class:`Run` each, the learned layer's last
+    (left out when ``learned`` is None: what a learned layer has to beat)."""
     runs = [fuse_with_baseline(fn, pairs, name, split) for name, fn in BASELINES.items()]
     memo = _FeatureMemo(backbone)
-    learned.attach(backbone)
+    if learned is not None:
+        learned.attach(backbone)
     rules: dict[str, Run] = {}
     mine = Run(f"learned fusion ({learned_name})", split, learned_name, "learned")
     for a, b, name in pairs:
@@ -1313,13 +1315,15 @@ def beyond_runs(
             acc = rules.setdefault(s, Run(r.method, split, r.weights, s))
             acc.fused.update(r.fused)
             acc.seconds += r.seconds
+        if learned is None:
+            continue
         t0 = time.perf_counter()
         x = torch.stack([a, b])
         f1, f2 = memo.encode(x).chunk(2)
         out, _ = learned.fuse_features(f1, f2, x[:1], x[1:])
         mine.fused[name] = to_uint8(out.clamp(0, 1)[0].float())
         mine.seconds += time.perf_counter() - t0
-    return [*runs, *(rules[s] for s in STRATEGY_ORDER), mine]
+    return [*runs, *(rules[s] for s in STRATEGY_ORDER), *([mine] if learned is not None else [])]
 
 
 def beyond_table(runs: Sequence[Run], metrics: Sequence[str] = BEYOND_METRICS) -> pd.DataFrame:

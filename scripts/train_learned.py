@@ -44,8 +44,8 @@ CANDIDATES = [
 
 
 def val_scores(model, val: dict) -> dict[str, float]:
-    """Mean of the 8 metrics over the cached validation pairs, for the model and pixel max."""
-    rows, ref = [], []
+    """Mean of the 8 metrics over the cached validation pairs, for the model."""
+    rows = []
     with torch.no_grad():
         for i in range(len(val["a"])):
             a, b = val["a"][i : i + 1], val["b"][i : i + 1]
@@ -54,10 +54,7 @@ def val_scores(model, val: dict) -> dict[str, float]:
             )
             a8, b8 = to_uint8(a[0]), to_uint8(b[0])
             rows.append(compute_metrics(a8, b8, to_uint8(f[0].clamp(0, 1)), GOAL_METRICS))
-            ref.append(compute_metrics(a8, b8, to_uint8(torch.maximum(a, b)[0]), GOAL_METRICS))
-    mean = {m: float(np.mean([r[m] for r in rows])) for m in GOAL_METRICS}
-    mref = {m: float(np.mean([r[m] for r in ref])) for m in GOAL_METRICS}
-    return {"model": mean, "pixel_max": mref, "wins": sum(mean[m] > mref[m] for m in GOAL_METRICS)}
+    return {m: float(np.mean([r[m] for r in rows])) for m in GOAL_METRICS}
 
 
 def load_feature_cache(path: Path) -> dict:
@@ -96,16 +93,13 @@ def best_of_others(split: str, limit: int | None) -> dict[str, float]:
     """Per metric, the best mean over the split's val pairs of every baseline and every DILRAN
     rule (on the split's own backbone): what the learned layer has to beat."""
     from dilran_lite import experiments as E
-    from dilran_lite.learned import LearnedConfig, LearnedFusion
     from dilran_lite.pretrained import pretrained
 
     name = E.BEYOND_WEIGHTS[split][0]
     pairs, _ = E.load_split_pairs(f"{split}/val", limit, "atlas")
-    backbone = pretrained(name)
-    placeholder = LearnedFusion(LearnedConfig(name, backbone.config.width))
-    runs = E.beyond_runs(pairs, split, backbone, placeholder, name, "placeholder")
-    E.score_runs(runs[:-1], {split: pairs}, GOAL_METRICS)
-    rows = [E._means(r, GOAL_METRICS) for r in runs[:-1]]
+    runs = E.beyond_runs(pairs, split, pretrained(name), None, name, "")
+    E.score_runs(runs, {split: pairs}, GOAL_METRICS)
+    rows = [E._means(r, GOAL_METRICS) for r in runs]
     return {m: max(r[m] for r in rows) for m in GOAL_METRICS}
 
 
@@ -183,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         model, meta = train_learned_fusion(
             cfg, Path(args.runs) / f"{tag}-{args.output}-{_slug(item)}", resume=True, cache=cache
         )
-        scores = val_scores(model, cache["val"])["model"]
+        scores = val_scores(model, cache["val"])
         wins = sum(scores[m] > target[m] for m in GOAL_METRICS)
         ratio = float(np.mean([scores[m] / target[m] for m in GOAL_METRICS]))
         row = {"objective": item, "wins": wins, "ratio": ratio, "val": scores}
