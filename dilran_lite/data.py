@@ -23,22 +23,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from .color import fuse_colour, rgb_to_luma, rgb_to_ycbcr, ycbcr_to_rgb
-from .errors import UserError
+from .errors import ImageFileError, MissingImageError, SplitFileError
 from .phantom import PhantomDataset, phantom_functional, phantom_masks, phantom_pair
+from .settings import DATA_VAR, cache_dir, data_root_override
 from .utils import display_path
-
-
-class ImageFileError(UserError, ValueError):
-    """An image file that cannot be used: unreadable, a folder, an unsupported mode."""
-
-
-class MissingImageError(UserError, FileNotFoundError):
-    """An image path that does not exist."""
-
-
-class SplitFileError(UserError, ValueError):
-    """A split file (``splits.json``) that is malformed, item by item."""
-
 
 __all__ = [
     "ImageFileError",
@@ -73,7 +61,7 @@ DATASET_DIRS = {
     "mri-pet": "harvard-mri-pet",
     "mri-spect": "harvard-mri-spect",
 }
-ENV_VAR = "DILRAN_DATA"
+ENV_VAR = DATA_VAR
 IMAGE_SUFFIX = ".png"
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -94,13 +82,12 @@ def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
     """
     if root is not None and str(root) != "":
         return Path(root).expanduser()
-    env = os.environ.get(ENV_VAR, "").strip()
-    if env:
-        return Path(env).expanduser()
+    env = data_root_override()
+    if env is not None:
+        return env
     if (_REPO / "pyproject.toml").is_file() and (_REPO / "dilran_lite").is_dir():
         return _REPO / "data"
-    cache = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(cache).expanduser() if cache else Path.home() / ".cache") / "dilran-lite"
+    return cache_dir()
 
 
 def _is_dataset_folder(path: Path, pairs: str) -> bool:

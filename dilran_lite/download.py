@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 
 from .data import DATASET_DIRS, ENV_VAR, PAIRS, dataset_dir, resolve_data_root
-from .errors import UserError
+from .errors import DownloadError
 
 __all__ = [
     "DownloadError",
@@ -51,10 +51,6 @@ MAX_FILE_BYTES = 16 << 20
 MAX_CONNECTION_FAILURES = 3
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.png")
 _HEX = re.compile(r"[0-9a-f]{64}")
-
-
-class DownloadError(UserError, RuntimeError):
-    """A file could not be fetched or did not match its checksum."""
 
 
 class _Unreachable(DownloadError):

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .settings import solutions_enabled
 
 __all__ = [
     "Verdict",
@@ -80,14 +81,6 @@ class _Stop(Exception):
     def __init__(self, status: str, detail: str) -> None:
         super().__init__(detail)
         self.status, self.detail = status, detail
-
-
-def solutions_enabled() -> bool:
-    """True when the environment variable ``DILRAN_SOLUTIONS`` is 1 / true / yes.
-
-    The solution cells of the notebooks run only then, so "Run all" leaves the scaffolds alone.
-    """
-    return os.environ.get("DILRAN_SOLUTIONS", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _run(what: str, fn: Callable, *args, **kwargs):

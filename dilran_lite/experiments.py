@@ -58,10 +58,12 @@ import pandas as pd
 import torch
 
 from . import __version__
+from ._io import atomic_write_text
 from .baselines import BASELINES
 from .errors import UserError
 from .fusion import PHI, fuse_features, softmax_nuclear_norms
 from .metrics import METRICS, _psnr_one, compute_metrics, to_uint8
+from .settings import cache_dir
 
 __all__ = [
     "STRATEGY_ORDER",
@@ -1385,7 +1387,6 @@ def run_beyond(
     and ``beyond_summary.json`` (data, weights, wins and shortfalls per table)."""
     from .learned import load_learned_fusion
     from .pretrained import WEIGHTS_DIR, pretrained
-    from .train import _atomic_write
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1420,13 +1421,12 @@ def run_beyond(
             **beyond_goal(table),
         }
         text = json.dumps(summary, indent=1, default=_json_default)
-        _atomic_write(path, lambda tmp, text=text: Path(tmp).write_text(text + "\n"))
+        atomic_write_text(path, text + "\n")
     return summary
 
 
 def _default_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(base) if base else Path.home() / ".cache") / "dilran-lite" / "metric-cache.json"
+    return cache_dir() / "metric-cache.json"
 
 
 def build_parser() -> argparse.ArgumentParser:

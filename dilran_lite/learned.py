@@ -444,8 +444,9 @@ def train_learned_fusion(
     backbone and crops (e.g. when trying several ``alpha``, ``beta``).
     """
     from . import __version__
+    from ._io import git_commit
     from .pretrained import pretrained
-    from .train import CheckpointError, _git_commit, load_checkpoint, read_metadata, save_checkpoint
+    from .train import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
     from .utils import seed_everything
 
     out = Path(out_dir)
@@ -502,7 +503,7 @@ def train_learned_fusion(
         "data": cache["source"],
         "encode_s": round(cache["encode_s"], 1),
         "package_version": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "device": "cpu",
         "torch_version": torch.__version__,
         "notes": notes,

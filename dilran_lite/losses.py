@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import VGGWeightsUnavailable
 from .utils import display_path
 
 __all__ = [
@@ -82,10 +83,6 @@ def gradient_term(output: torch.Tensor, targets, operator: str = "sobel") -> tor
         tx, ty = image_gradients(t, operator)
         total = total + F.mse_loss(ox, tx) + F.mse_loss(oy, ty)
     return total
-
-
-class VGGWeightsUnavailable(RuntimeError):
-    """ImageNet VGG16 weights could not be found or downloaded."""
 
 
 def _vgg_message(source: str, err: Exception) -> str:

@@ -13,7 +13,6 @@ root, passed to ``download_atlas(base_url=...)``), ``DILRAN_FETCH=0`` (never dow
 from __future__ import annotations
 
 import datetime
-import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -21,12 +20,12 @@ from collections.abc import Sequence
 from . import __version__
 from .data import DATASET_DIRS, PAIRS, _is_dataset_folder, dataset_dir
 from .download import DownloadError, download_atlas
+from .settings import fetch_allowed
+from .settings import mirror as mirror_url
 from .utils import quick_mode
 
 __all__ = ["on_colab", "default_weights", "atlas_present", "run_info", "describe", "setup"]
 
-MIRROR_VAR = "DILRAN_MIRROR"
-FETCH_VAR = "DILRAN_FETCH"
 
 
 def on_colab() -> bool:
@@ -82,15 +81,12 @@ def describe(info: dict) -> str:
 
 
 def _fetch_wanted() -> bool:
-    value = os.environ.get(FETCH_VAR, "").strip().lower()
-    if value in {"0", "false", "no", "off"}:
-        return False
-    return True
+    return fetch_allowed()
 
 
 def _fetch(pairs: str) -> bool:
     """Download the ``pairs`` atlas (verified); False, with a visible warning, when it fails."""
-    mirror = os.environ.get(MIRROR_VAR, "").strip() or None
+    mirror = mirror_url()
     try:
         download_atlas(pairs=pairs, base_url=mirror, timeout=15.0)
     except DownloadError as err:

@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -28,7 +25,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import __version__
-from .errors import UserError
+from ._io import TMP_TAG, atomic_write, git_commit
+from .errors import CheckpointError, UserError
 from .losses import FusionLoss
 from .model import DILRAN, PRESETS, ModelConfig
 from .utils import amp_dtype, autocast, default_device, seed_everything
@@ -49,8 +47,6 @@ __all__ = [
 FORMAT = "dilran-lite-checkpoint/1"
 #: The files a training run writes into its folder; ``--overwrite`` replaces only these.
 RUN_FILES = ("last.safetensors", "last.json", "best.safetensors", "best.json")
-#: Temporary files are named ``.<target><TMP_TAG><random>.tmp``; only these are ever cleaned up.
-TMP_TAG = ".dilran-partial-"
 #: Fields that a resumed run may change (more epochs; ``data_root``: the atlas moved).
 RESUME_FREE = ("epochs", "data_root")
 #: Largest channel count and layer count a checkpoint or config may ask for.
@@ -225,10 +221,6 @@ def quick_config(**overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
-class CheckpointError(UserError, ValueError):
-    """A checkpoint that cannot be used: unreadable, of another format, or of another model."""
-
-
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``device`` as a :class:`torch.device` (default: CUDA when present); a device that is
     not available raises :class:`UserError` before any work."""
@@ -247,39 +239,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise UserError(f"device {device!r} requested but MPS is not available: use --device cpu")
     return dev
-
-
-def _git_commit() -> str | None:
-    """The checkout's commit; ``$DILRAN_GIT_COMMIT`` for a copy of a checkout without ``.git``."""
-    if os.environ.get("DILRAN_GIT_COMMIT"):
-        return os.environ["DILRAN_GIT_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, fsync, then rename over ``path``; no partial file is left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}{TMP_TAG}", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(
@@ -312,8 +271,8 @@ def save_checkpoint(
     if rng is not None:
         tensors["rng.torch"] = rng
     text = json.dumps(meta, indent=1, default=str)
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"dilran_lite": text}))
-    _atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"dilran_lite": text}))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
     return path
 
 
@@ -636,7 +595,7 @@ def train(
         "data": source,
         "perceptual": _perceptual_note(cfg),
         "package_version": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "device": str(dev),
         "torch_version": torch.__version__,
         "notes": notes,

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .settings import quick_mode
+
 __all__ = [
     "quick_mode",
     "display_path",
@@ -18,15 +20,6 @@ __all__ = [
     "seed_everything",
     "as_image_batch",
 ]
-
-
-def quick_mode() -> bool:
-    """True when the environment variable ``DILRAN_QUICK`` is set to a true value.
-
-    Notebooks and examples read it to shrink their work (fewer steps, smaller crops) so that
-    continuous integration can run every chapter on two CPU cores in about two minutes.
-    """
-    return os.environ.get("DILRAN_QUICK", "0").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def default_device() -> torch.device:
