@@ -4,7 +4,7 @@ Each size runs in a fresh process (so that its peak resident set size is its own
 ``model.fuse`` (the shipped paper-preset weights, ``sfnn-max``, on a CPU) of a test pair
 resized to size x size (the atlas's first series/test pair when ``DILRAN_DATA`` holds it, else
 the built-in phantom). Recorded per size: the process's peak RSS (``ru_maxrss``, everything:
-PyTorch, the model, the images), the estimate of :func:`dilran_lite.model.fusion_memory`, the
+PyTorch, the model, the images), the estimate of :func:`dilran_lite.tiling.fusion_memory`, the
 budget (1.5 GB at 512, 4 GB at 2048), the wall time of the whole fusion and of the SFNN weights
 (the nuclear norms) inside it, and the load average before. Results go to ``--out`` (JSON) and a
 plot beside it (PNG).
@@ -45,8 +45,9 @@ def child(size: int, strategy: str = "sfnn-max") -> dict:
 
     from benchmarks.run import test_pair
     from dilran_lite import fusion
-    from dilran_lite.model import HALO, default_tile, fusion_memory
+    from dilran_lite.inference import fuse_images
     from dilran_lite.pretrained import pretrained
+    from dilran_lite.tiling import HALO, default_tile, fusion_memory
 
     model = pretrained("dilran-paper")
     a, b, source = test_pair(size)
@@ -66,7 +67,7 @@ def child(size: int, strategy: str = "sfnn-max") -> dict:
     load = [round(v, 2) for v in os.getloadavg()]
     t0 = time.perf_counter()
     with torch.inference_mode():
-        out = model.fuse(a, b, strategy)
+        out = fuse_images(model, a, b, strategy)
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     per_map = _norm_seconds_per_map(size)
@@ -100,7 +101,8 @@ def components(size: int) -> dict:
     import torch
 
     from dilran_lite.fusion import _log_normaliser, _matrix_norms, _run_tasks
-    from dilran_lite.model import HALO, build_model, default_tile
+    from dilran_lite.model import build_model
+    from dilran_lite.tiling import HALO, default_tile
 
     model = build_model("paper").eval()
     tile = default_tile(model.config) + 2 * HALO

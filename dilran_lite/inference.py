@@ -1,24 +1,44 @@
-"""Fusing images with a trained model: one pair, or a whole folder/split, grey or colour.
+"""Running a fusion: one interface for every method, tiles and memory, writing the results.
 
-A colour (PET/SPECT) second image takes the YCbCr path of Sec. 5: the MRI is fused with its Y
-channel, Cb and Cr are kept, and the result is converted back to RGB.
+Every object that fuses is called the same way, ``fuser(a, b) -> fused`` on (N, 1, H, W)
+floats in [0, 1], whatever it is (:func:`make_fuser`):
+
+- a :class:`~dilran_lite.model.DILRAN` with a fusion ``strategy`` (or explicit ``weights``),
+  tiled above its tile size, with its memory checked first (:func:`fuse_images`);
+- any other network module that fuses by ``module(a, b)`` (the learned fusion of chapter 10);
+- the name of a baseline of :data:`dilran_lite.baselines.BASELINES`;
+- a plain function ``(a, b) -> fused``.
+
+The command line, :mod:`dilran_lite.evaluate`, the explorer and the experiments go through it. A
+colour (PET/SPECT) second image takes the YCbCr path of Sec. 5 (:func:`fuse_pair`): the MRI is
+fused with its Y channel, Cb and Cr are kept, and the result is converted back to RGB.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+from typing import Callable, Union
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import nn
+from tqdm.auto import tqdm
 
+from ._io import atomic_write
+from .baselines import BASELINES
 from .color import fuse_colour
 from .errors import UserError
+from .fusion import LOCAL_STRATEGIES, PHI, STRATEGIES, fuse_features, sfnn_weights
 from .model import DILRAN
+from .tiling import HALO, check_limit, check_memory, default_tile, tiled_map
 
 __all__ = [
+    "Fuser",
+    "DEFAULT_STRATEGY",
+    "make_fuser",
+    "fuse_images",
     "fuse_pair",
     "fuse_dataset",
     "fused_filename",
@@ -28,33 +48,141 @@ __all__ = [
     "check_output_folder",
 ]
 
+#: ``fuser(a, b) -> fused``: (N, 1, H, W) floats in [0, 1] -> (N, 1, H, W)
+Fuser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Method = Union[DILRAN, nn.Module, str, Callable]
 
-def fuse_pair(
+#: the strategy a DILRAN fuses with when none is given (the paper's SFNN with max)
+DEFAULT_STRATEGY = "sfnn-max"
+
+
+def fuse_images(
     model: DILRAN,
     a: torch.Tensor,
     b: torch.Tensor,
-    strategy: str = "sfnn-max",
+    strategy: str = DEFAULT_STRATEGY,
+    weights=None,
+    tile: int | None = None,
+    max_memory: float | None = None,
+    return_weights: bool = False,
+    clamp: bool = True,
+):
+    """:meth:`DILRAN.fuse` for images of any size: (N, 1, H, W) x 2 -> (N, 1, H, W).
+
+    Images larger than ``tile`` pixels a side (default :func:`~dilran_lite.tiling.default_tile`)
+    are encoded and decoded in tiles that overlap by ``HALO`` pixels, so memory grows with the
+    pixels only through the stored features; the result equals the untiled one within 1e-5 for
+    even sizes. ``max_memory`` (bytes): refuse, before any work, a fusion whose estimate
+    (:func:`~dilran_lite.tiling.fusion_memory`) is larger.
+    """
+    n, _, h, w = a.shape
+    tile = default_tile(model.config) if tile is None else int(tile)
+    tiled = max(h, w) > tile + 2 * HALO
+    check_memory(model.config, n, h, w, tile if tiled else None, max_memory)
+    if not tiled:
+        return model.fuse(a, b, strategy, weights, return_weights=return_weights, clamp=clamp)
+    a, b = model._check(a, "first image"), model._check(b, "second image")
+    out, wts = _fuse_tiled(model, a, b, strategy, weights, tile)
+    out = out.clamp(0, 1) if clamp else out
+    return (out, wts) if return_weights else out
+
+
+def _fuse_tiled(model: DILRAN, a, b, strategy, weights, tile: int):
+    """Features stored whole, encoder and decoder run tile by tile."""
+    with torch.no_grad():
+        f1 = tiled_map(model.encoder, a, model.config.width, tile)
+        f2 = tiled_map(model.encoder, b, model.config.width, tile)
+        name = strategy if isinstance(strategy, str) else None
+        if weights is None and name and name.startswith("sfnn-") and name[5:] in PHI:
+            weights = sfnn_weights(f1, f2, name[5:])
+        if weights is not None or name in LOCAL_STRATEGIES:
+
+            def decode(box: tuple) -> torch.Tensor:
+                return model.decoder(fuse_features(f1[box], f2[box], strategy, weights=weights))
+
+            out = tiled_map(decode, None, model.config.in_channels, tile, like=a)
+            return out, (weights if weights is not None else (None, None))
+        fused_f, wts = fuse_features(f1, f2, strategy, return_weights=True)
+        return tiled_map(model.decoder, fused_f, model.config.in_channels, tile), wts
+
+
+def _module_fuser(module: nn.Module, max_memory: float | None) -> Fuser:
+    """A network that fuses by ``module(a, b)``; memory checked on its backbone's features."""
+    dev = next(module.parameters()).device
+
+    def fuser(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        backbone = getattr(module, "backbone", None)
+        if max_memory is not None and hasattr(backbone, "config"):
+            check_memory(backbone.config, a.shape[0], *a.shape[-2:], None, max_memory)
+        return module(a.to(dev), b.to(dev)).cpu()
+
+    return fuser
+
+
+def _no_options(what: str, strategy, weights) -> None:
+    if strategy is not None or weights is not None:
+        raise UserError(f"{what} has no fusion strategy or weights to choose; leave --strategy out")
+
+
+def make_fuser(
+    method: Method,
+    strategy: str | None = None,
+    weights=None,
+    tile: int | None = None,
+    max_memory: float | None = None,
+) -> Fuser:
+    """The one way to fuse: ``make_fuser(method, ...)(a, b) -> fused`` (see the module doc).
+
+    ``strategy`` and ``weights`` apply to a DILRAN only (default :data:`DEFAULT_STRATEGY`); any
+    other method refuses them. Inputs may be on any device; the result is on the CPU.
+    """
+    max_memory = check_limit(max_memory)
+    if isinstance(method, DILRAN):
+        strategy = DEFAULT_STRATEGY if strategy is None else strategy
+        if isinstance(strategy, str) and strategy not in STRATEGIES:
+            raise UserError(f"unknown strategy {strategy!r}; choose one of {sorted(STRATEGIES)}")
+        dev = next(method.parameters()).device
+
+        def fuse_dilran(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            out = fuse_images(method, a.to(dev), b.to(dev), strategy, weights, tile, max_memory)
+            return out.cpu()
+
+        return fuse_dilran
+    if isinstance(method, nn.Module):
+        _no_options(f"the {type(method).__name__} model", strategy, weights)
+        return _module_fuser(method, max_memory)
+    if isinstance(method, str):
+        if method not in BASELINES:
+            raise UserError(f"unknown baseline {method!r}; choose one of {sorted(BASELINES)}")
+        _no_options(f"the {method} baseline", strategy, weights)
+        return BASELINES[method]
+    if callable(method):
+        return method
+    raise TypeError(f"cannot fuse with {type(method).__name__}: give a model, name or function")
+
+
+def fuse_pair(
+    model: Method,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    strategy: str | None = None,
     weights=None,
     max_memory: float | None = None,
 ) -> torch.Tensor:
     """Fuse image ``a`` (1, H, W) with ``b`` (1, H, W) or colour (3, H, W), floats in [0, 1].
 
     Returns (1, H, W), or (3, H, W) for a colour ``b``; batches (N, C, H, W) work the same way.
-    Runs :meth:`DILRAN.fuse` (tiled above 256 pixels a side); ``max_memory`` (bytes) refuses a
-    fusion whose estimated peak is larger, before any work.
+    ``model`` is anything :func:`make_fuser` takes (a DILRAN, the learned fusion, a baseline
+    name, a function); ``max_memory`` (bytes) refuses a fusion whose estimated peak is larger,
+    before any work.
     """
     single = a.ndim == 3
     a4, b4 = (a[None], b[None]) if single else (a, b)
     if b4.shape[1] not in (1, 3):
         raise ValueError(f"second image must have 1 or 3 channels, got shape {tuple(b.shape)}")
-    dev = next(model.parameters()).device
-
-    def fuse_y(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = model.fuse(x.to(dev), y.to(dev), strategy, weights=weights, max_memory=max_memory)
-        return out.cpu()
-
+    fuser = make_fuser(model, strategy, weights, max_memory=max_memory)
     with torch.inference_mode():
-        out = fuse_colour(a4, b4, fuse_y) if b4.shape[1] == 3 else fuse_y(a4, b4)
+        out = fuse_colour(a4, b4, fuser) if b4.shape[1] == 3 else fuser(a4, b4)
     return out[0] if single else out
 
 
@@ -113,22 +241,12 @@ def check_output_folder(out: str | os.PathLike, input_folder: str | os.PathLike)
 
 
 def save_image(x: torch.Tensor, path: str | os.PathLike) -> Path:
-    """Write a (1, H, W) or (3, H, W) image in [0, 1] as an 8-bit image (rounded), atomically:
-    to a temporary file in the same folder, then renamed over ``path``."""
+    """Write a (1, H, W) or (3, H, W) image in [0, 1] as an 8-bit image (rounded), atomically
+    and with the mode a new file gets under the umask (:func:`dilran_lite._io.atomic_write`)."""
     arr = (x.detach().float().clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
     arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
-    path = Path(path)
     fmt = image_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(arr).save(fh, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: Image.fromarray(arr).save(tmp, format=fmt))
 
 
 def fused_filename(name: str) -> str:
@@ -137,16 +255,15 @@ def fused_filename(name: str) -> str:
 
 
 def fuse_dataset(
-    model: DILRAN,
+    model: Method,
     dataset,
     out_dir: str | os.PathLike,
-    strategy: str = "sfnn-max",
+    strategy: str | None = None,
     progress: bool = True,
     max_memory: float | None = None,
 ) -> list[Path]:
-    """Fuse every ``(a, b, name)`` of ``dataset`` and write ``out_dir/<name>`` (PNG)."""
-    from tqdm.auto import tqdm
-
+    """Fuse every ``(a, b, name)`` of ``dataset`` with ``model`` (anything :func:`make_fuser`
+    takes) and write ``out_dir/<name>`` (PNG)."""
     written = []
     for a, b, name in tqdm(dataset, desc="fusing", disable=not progress):
         fname = fused_filename(name)

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fusion import fuse_features
 from .utils import as_image_batch
 
 __all__ = [
@@ -48,11 +49,6 @@ __all__ = [
     "build_model",
     "count_parameters",
     "count_macs",
-    "HALO",
-    "default_tile",
-    "fusion_memory",
-    "check_memory",
-    "tiled_map",
 ]
 
 MIN_SIZE = 8
@@ -368,148 +364,27 @@ class DILRAN(nn.Module):
         weights=None,
         return_weights: bool = False,
         clamp: bool = True,
-        tile: int | None = None,
-        max_memory: float | None = None,
     ):
         """Fuse two co-registered images (N, 1, H, W) in [0, 1] into one (N, 1, H, W).
 
-        ``strategy`` names a function of :mod:`dilran_lite.fusion` (SFNN: its one fast path);
-        ``weights`` overrides the strategy's weights (see there). Images larger than ``tile``
-        pixels a side (default :func:`default_tile`) are encoded and decoded in tiles that
-        overlap by :data:`HALO` pixels, so memory grows with the pixels only through the stored
-        features (:func:`fusion_memory`); the result equals the untiled one within 1e-5 for
-        even sizes. ``max_memory`` (bytes): refuse, before any work, a fusion whose estimate is
-        larger. Returns the fused image, or ``(fused, (w1, w2))`` with ``return_weights``.
+        Encode both, fuse the features with ``strategy`` (a name of :mod:`dilran_lite.fusion`;
+        SFNN: its one fast path) or with explicit ``weights`` (see there), decode. Returns the
+        fused image, or ``(fused, (w1, w2))`` with ``return_weights``. Large images, tiles and
+        memory limits: :func:`dilran_lite.inference.fuse_images`.
         """
-        from .fusion import fuse_features
-
         a = self._check(a, "first image")
         b = self._check(b, "second image")
         if a.shape != b.shape:
             raise ValueError(
                 f"the two images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}"
             )
-        n, _, h, w = a.shape
-        tile = default_tile(self.config) if tile is None else int(tile)
-        tiled = max(h, w) > tile + 2 * HALO
-        check_memory(self.config, n, h, w, tile if tiled else None, max_memory)
-        if tiled:
-            out, wts = self._fuse_tiled(a, b, strategy, weights, tile)
-        else:
-            f1, f2 = self.encode(torch.cat([a, b])).chunk(2)
-            fused_f, wts = fuse_features(f1, f2, strategy, weights=weights, return_weights=True)
-            out = self.decode(fused_f)
+        f1, f2 = self.encode(torch.cat([a, b])).chunk(2)
+        fused_f, wts = fuse_features(f1, f2, strategy, weights=weights, return_weights=True)
+        out = self.decode(fused_f)
         if clamp:
             out = out.clamp(0, 1)
         return (out, wts) if return_weights else out
 
-    def _fuse_tiled(self, a, b, strategy, weights, tile: int):
-        """:meth:`fuse` through tiles: features stored whole, encoder and decoder tile by tile."""
-        from .fusion import LOCAL_STRATEGIES, PHI, fuse_features, sfnn_weights
-
-        with torch.no_grad():
-            f1 = tiled_map(self.encoder, a, self.config.width, tile)
-            f2 = tiled_map(self.encoder, b, self.config.width, tile)
-            name = strategy if isinstance(strategy, str) else None
-            if weights is None and name and name.startswith("sfnn-") and name[5:] in PHI:
-                weights = sfnn_weights(f1, f2, name[5:])
-            if weights is not None or name in LOCAL_STRATEGIES:
-
-                def decode(box: tuple) -> torch.Tensor:
-                    return self.decoder(fuse_features(f1[box], f2[box], strategy, weights=weights))
-
-                out = tiled_map(decode, None, self.config.in_channels, tile, like=a)
-                return out, (weights if weights is not None else (None, None))
-            fused_f, wts = fuse_features(f1, f2, strategy, return_weights=True)
-            return tiled_map(self.decoder, fused_f, self.config.in_channels, tile), wts
-
-
-#: overlap of neighbouring tiles, pixels on each side: more than the receptive-field radius of
-#: the encoder plus the decoder (about 25 pixels for the default dilations 1, 3, 5) and even, so
-#: that the soft masks' 2x2 pooling grid of a tile lines up with the whole image's
-HALO = 32
-
-#: interior tile side for a 64-channel model (the encoder needs ~3.5 kB a pixel at 64 channels)
-TILE = 256
-
-#: bytes of the process before a fusion (PyTorch, the model), as measured on a CPU
-_BASE_BYTES = 600 * 2**20
-
-#: encoder working memory per pixel and channel (float32), measured on a CPU (paper preset)
-_ENCODER_BYTES_PER_PIXEL_CHANNEL = 56
-
-
-def default_tile(cfg: ModelConfig) -> int:
-    """Interior tile side: :data:`TILE` for 64 channels, larger for narrower models (even)."""
-    side = int(TILE * (64 / max(cfg.width, 1)) ** 0.5)
-    return max(2 * HALO, side - side % 2)
-
-
-def fusion_memory(cfg: ModelConfig, n: int, h: int, w: int, tile: int | None) -> int:
-    """Estimated peak bytes of :meth:`DILRAN.fuse` on a CPU for N pairs of H x W.
-
-    Stored features ``2 N C H W`` float32 (plus the fused features untiled), the encoder's
-    working memory (the whole batch untiled, one tile tiled), the nuclear-norm tasks (two
-    workers of at most 32 MiB of float64 maps, the Gram matrix and LAPACK's work space), and the
-    process itself. Linear in the pixels.
-    """
-    c, px = cfg.width, h * w
-    feats = 2 * n * c * px * 4
-    if tile is None:
-        work = 2 * n * px * c * _ENCODER_BYTES_PER_PIXEL_CHANNEL + feats // 2
-    else:
-        t = min(tile + 2 * HALO, h) * min(tile + 2 * HALO, w)
-        work = n * t * c * _ENCODER_BYTES_PER_PIXEL_CHANNEL
-    side = min(h, w)
-    norms = 2 * (min(32 * 2**20, c * px * 8) + 4 * side * side * 8)
-    return int(_BASE_BYTES + feats + work + norms)
-
-
-def check_memory(
-    cfg: ModelConfig, n: int, h: int, w: int, tile: int | None, max_memory: float | None
-) -> int:
-    """The estimate of :func:`fusion_memory`; a ``UserError`` if it exceeds ``max_memory``."""
-    need = fusion_memory(cfg, n, h, w, tile)
-    if max_memory is not None and need > max_memory:
-        from .errors import UserError
-
-        raise UserError(
-            f"fusing {n} pair(s) of {h}x{w} pixels needs about {need / 2**30:.2f} GB, over the "
-            f"limit of {max_memory / 2**30:.2f} GB; give a smaller image or raise the limit "
-            "(--max-memory)"
-        )
-    return need
-
-
-def _spans(size: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """(start, stop) of each tile's interior and of the tile with its halo, along one axis."""
-    out = []
-    for lo in range(0, size, tile):
-        hi = min(lo + tile, size)
-        out.append((lo, hi, max(0, lo - HALO), min(size, hi + HALO)))
-    return out
-
-
-def tiled_map(
-    fn: Callable,
-    x: torch.Tensor | None,
-    channels: int,
-    tile: int,
-    like: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Apply a local network ``fn`` to ``x`` (N, C, H, W) tile by tile with :data:`HALO`
-    pixels of overlap: (N, C, H, W) -> (N, ``channels``, H, W) float32, assembled from the tiles'
-    interiors. With ``x=None``, ``fn(None, box)`` gets the index box of the tile with its halo
-    (and ``like`` gives N, H, W and the device)."""
-    ref = x if x is not None else like
-    n, _, h, w = ref.shape
-    out = torch.empty((n, channels, h, w), dtype=torch.float32, device=ref.device)
-    for r0, r1, rh0, rh1 in _spans(h, tile):
-        for c0, c1, ch0, ch1 in _spans(w, tile):
-            box = (slice(None), slice(None), slice(rh0, rh1), slice(ch0, ch1))
-            y = fn(x[box]) if x is not None else fn(box)
-            out[:, :, r0:r1, c0:c1] = y[:, :, r0 - rh0 : r1 - rh0, c0 - ch0 : c1 - ch0]
-    return out
 
 
 def build_model(preset: str = "paper", **overrides) -> DILRAN:
