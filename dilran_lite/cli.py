@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .pretrained import available
 
     s = args.size
+    lo, hi = INFO_SIZES
+    if not lo <= s <= hi:
+        raise UserError(f"--size {s}: give an image side from {lo} to {hi} pixels")
     print(f"dilran-lite {__version__}")
     print(f"{'preset':8} {'parameters':>11} {'GMAC/image':>11} {'GMAC/fused pair':>16}  ({s}x{s})")
     for name in PRESETS:
@@ -31,19 +35,24 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    import torch
-
+    """The model of ``--weights`` (a DILRAN or the learned fusion) on ``--device``, with the
+    strategy checked against it: only a DILRAN has one."""
+    from .inference import make_fuser
     from .pretrained import load_weights
+    from .utils import resolve_device
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return load_weights(args.weights, device=device)
+    model = load_weights(args.weights, device=resolve_device(args.device))
+    make_fuser(model, args.strategy)  # refuses --strategy for a model that has none
+    return model
 
 
 def _max_memory(args: argparse.Namespace) -> float | None:
     """``--max-memory`` in bytes; by default the memory the system reports available."""
     if args.max_memory is not None:
-        if args.max_memory <= 0:
-            raise UserError(f"--max-memory must be positive, got {args.max_memory}")
+        if not math.isfinite(args.max_memory) or args.max_memory <= 0:
+            raise UserError(
+                f"--max-memory must be a finite positive number of GB, got {args.max_memory}"
+            )
         return args.max_memory * 2**30
     try:
         with open("/proc/meminfo") as fh:
@@ -112,7 +121,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .train import TrainConfig, quick_config, read_metadata, resolve_device, train
+    from .train import TrainConfig, quick_config, read_metadata, train
+    from .utils import resolve_device
 
     fields = {
         k: v
@@ -149,9 +159,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_csv_target(args: argparse.Namespace) -> None:
+    """``--csv`` must not be an image, nor inside the dataset or the ``--fused`` folder: the
+    table would overwrite an input."""
+    from .data import resolve_data_root
+
+    if not args.csv:
+        return
+    csv = Path(args.csv).resolve()
+    folders = [Path(f) for f in (args.fused, args.dataset) if f and Path(f).is_dir()]
+    if args.dataset and not Path(args.dataset).is_dir():  # a pair-set name: its data root
+        folders.append(resolve_data_root())
+    for folder in folders:
+        if folder.resolve() in csv.parents:
+            raise UserError(
+                f"--csv {args.csv} is inside the input folder {folder}: it could overwrite an "
+                "input; write the table somewhere else"
+            )
+    if csv.suffix.lower() in {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}:
+        raise UserError(f"--csv {args.csv} names an image; give a .csv file name")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import check_args, resolve_dataset, run_from_args
 
+    _check_csv_target(args)
     check_args(args)  # conflicting options and the CSV path, before the weights load
     method = None
     if args.weights:
@@ -181,23 +213,31 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .evaluate import build_parser as evaluate_parser
-    from .fusion import STRATEGIES
-    from .pretrained import DEFAULT_WEIGHTS
+#: ``info --size``: the smallest side DILRAN takes, and a side far past any scan
+INFO_SIZES = (8, 1 << 16)
 
-    p = argparse.ArgumentParser(prog="dilran-lite", description=__doc__)
-    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
-    sub = p.add_subparsers(dest="command", required=True)
 
+def _add_info_parser(sub) -> None:
     q = sub.add_parser("info", help="parameters and multiply-accumulates of each preset")
     q.add_argument("--size", type=int, default=256, help="image side in pixels (default 256)")
     q.set_defaults(func=_cmd_info)
 
-    def model_args(q: argparse.ArgumentParser, weights: str | None) -> None:
-        q.add_argument("--weights", default=weights, help="shipped name or .safetensors path")
-        q.add_argument("--strategy", default="sfnn-max", choices=sorted(STRATEGIES))
-        q.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+
+def _add_model_args(q: argparse.ArgumentParser, weights: str | None) -> None:
+    from .fusion import STRATEGIES
+
+    q.add_argument("--weights", default=weights, help="shipped name or .safetensors path")
+    q.add_argument(
+        "--strategy",
+        default=None,
+        choices=sorted(STRATEGIES),
+        help="DILRAN's fusion strategy (default sfnn-max; the learned fusion has none)",
+    )
+    q.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda)")
+
+
+def _add_fuse_parser(sub) -> None:
+    from .pretrained import DEFAULT_WEIGHTS
 
     q = sub.add_parser("fuse", help="fuse one pair, or every pair of a folder/split")
     q.add_argument("images", nargs="*", help="MRI.png CT.png (or PET/SPECT .png in colour)")
@@ -213,9 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GB",
         help="refuse a fusion estimated to need more (default: the memory available)",
     )
-    model_args(q, DEFAULT_WEIGHTS)
+    _add_model_args(q, DEFAULT_WEIGHTS)
     q.set_defaults(func=_cmd_fuse)
 
+
+def _add_train_parser(sub) -> None:
     q = sub.add_parser("train", help="train the autoencoder (Sec. 4.2) with checkpoints")
     q.add_argument("--out", default="runs/dilran", help="checkpoint folder (default runs/dilran)")
     q.add_argument("--quick", action="store_true", help="lite preset, a few hundred steps")
@@ -231,30 +273,49 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--split", choices=["series", "paper"])
     q.add_argument("--data", choices=["auto", "atlas", "phantom"])
     q.add_argument("--data-root")
-    q.add_argument("--epochs", type=int)
-    q.add_argument("--lr", type=float)
-    q.add_argument("--batch-size", type=int)
-    q.add_argument("--crop", type=int)
-    q.add_argument("--lambda1", type=float)
+    for name in ("epochs", "batch-size", "crop", "seed"):
+        q.add_argument(f"--{name}", type=int)
+    for name in ("lr", "lambda1"):
+        q.add_argument(f"--{name}", type=float)
     q.add_argument("--lambda2", type=float, help="0 trains without VGG16 (no weights needed)")
     q.add_argument("--vgg-weights", help="path or URL of torchvision's vgg16-397923af.pth")
-    q.add_argument("--seed", type=int)
     q.add_argument("--device")
     q.set_defaults(func=_cmd_train)
+
+
+def _add_evaluate_parser(sub) -> None:
+    from .evaluate import build_parser as evaluate_parser
 
     q = sub.add_parser(
         "evaluate", help="fusion metrics of a method, or of a folder of fused images (--fused)"
     )
     evaluate_parser(q)
-    model_args(q, None)
+    _add_model_args(q, None)
     q.set_defaults(func=_cmd_evaluate)
 
+
+def _add_download_parser(sub) -> None:
     q = sub.add_parser("download", help="fetch and verify the atlas pairs")
     q.add_argument("--pairs", default="mri-ct", choices=["mri-ct", "mri-pet", "mri-spect", "all"])
     q.add_argument("--dest", default=None, help="data root (default: $DILRAN_DATA or data/)")
     q.add_argument("--base-url", default=None, help="a mirror laid out like the data root")
     q.add_argument("--quiet", action="store_true", help="no progress bar and no summary line")
     q.set_defaults(func=_cmd_download)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``dilran-lite`` parser: one ``_add_<command>_parser`` per subcommand."""
+    p = argparse.ArgumentParser(prog="dilran-lite", description=__doc__)
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_info_parser,
+        _add_fuse_parser,
+        _add_train_parser,
+        _add_evaluate_parser,
+        _add_download_parser,
+    ):
+        add(sub)
     return p
 
 

@@ -25,6 +25,7 @@ Where the paper's text is silent we chose as follows (each is a constructor argu
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Callable
 
@@ -403,8 +404,11 @@ def count_macs(model: DILRAN, size: int = 256, pair: bool = False) -> int:
     """Multiply-accumulates of every convolution for one size x size image.
 
     ``pair=True`` counts a fusion: two encodes and one decode. Counted with forward hooks from
-    the actual output shapes (MACs = output elements * c_in / groups * kh * kw).
+    the actual output shapes (MACs = output elements * c_in / groups * kh * kw), on a copy of the
+    model on PyTorch's ``meta`` device: shapes only, no memory, so any size is cheap.
     """
+    if int(size) < MIN_SIZE:
+        raise ValueError(f"size {size} is below DILRAN's minimum of {MIN_SIZE} pixels a side")
     total = 0
 
     def hook(mod: nn.Conv2d, inp, out) -> None:
@@ -412,18 +416,15 @@ def count_macs(model: DILRAN, size: int = 256, pair: bool = False) -> int:
         kh, kw = mod.kernel_size
         total += out.numel() * (mod.in_channels // mod.groups) * kh * kw
 
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    meta = copy.deepcopy(model).to("meta")
     # A shared convolution is counted at each use, as it runs each time.
-    handles = [m.register_forward_hook(hook) for m in convs]
-    param = next(model.parameters())
-    x = torch.zeros(1, model.config.in_channels, size, size, device=param.device, dtype=param.dtype)
-    try:
-        with torch.no_grad():
-            f = model.encode(x)
-            enc = total
-            model.decode(f)
-    finally:
-        for h in handles:
-            h.remove()
+    for m in meta.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(hook)
+    x = torch.zeros(1, model.config.in_channels, int(size), int(size), device="meta")
+    with torch.no_grad():
+        f = meta.encoder(x)
+        enc = total
+        meta.decoder(f)
     dec = total - enc
     return 2 * enc + dec if pair else total

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UserError
 from .settings import quick_mode
 
 __all__ = [
@@ -19,6 +20,8 @@ __all__ = [
     "autocast",
     "seed_everything",
     "as_image_batch",
+    "DEVICE_TYPES",
+    "resolve_device",
 ]
 
 
@@ -94,3 +97,27 @@ def display_path(path: str | os.PathLike) -> str:
         return str(Path("~") / path.relative_to(Path.home()))
     except ValueError:
         return str(path)
+
+
+#: device types a user may ask for; others (``xla``, ``meta``, ``tpu``...) are refused
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a :class:`torch.device` (None: :func:`default_device`); a device that is
+    not one of :data:`DEVICE_TYPES` or not available raises a ``UserError`` before any work."""
+    if device is None or str(device) == "":
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise UserError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from err
+    if dev.type not in DEVICE_TYPES:
+        raise UserError(f"device {device!r} is not supported here: use cpu, cuda, cuda:N or mps")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but no CUDA GPU is available: use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device {device!r} requested but MPS is not available: use cpu")
+    return dev
