@@ -158,3 +158,20 @@ def test_evaluate_csv_into_the_fused_folder_refused(dataset, tmp_path, capsys):
     args = ["evaluate", "--fused", str(fused), "--dataset", str(dataset), "--split", "series/test"]
     assert main([*args, "--csv", str(fused / "table.csv"), "--no-progress"]) == 2
     assert target.read_bytes() == before
+
+
+def test_full_disk_is_one_line_and_leaves_no_partial_file(pair, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from PIL import Image as PILImage
+
+    def no_space(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(PILImage.Image, "save", no_space)
+    mri, ct, _ = pair
+    out = tmp_path / "out" / "f.png"
+    assert main(["fuse", str(mri), str(ct), "-o", str(out), "--weights", "dilran-lite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no space left" in err[0]
+    assert list(out.parent.iterdir()) == []
