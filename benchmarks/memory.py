@@ -30,12 +30,12 @@ def _norm_seconds_per_map(size: int, maps: int = 2) -> float:
     thread (the mean of ``maps``)."""
     import torch
 
-    from dilran_lite.fusion import _matrix_norms, single_threaded
+    from dilran_lite.fusion import matrix_norms, single_threaded
 
     x = torch.softmax(torch.randn(4, size, size), 0)[:maps]
     with single_threaded():
         t0 = time.perf_counter()
-        _matrix_norms(x, "gram64")
+        matrix_norms(x, "gram64")
     return (time.perf_counter() - t0) / maps
 
 
@@ -100,7 +100,7 @@ def components(size: int) -> dict:
     the first nuclear-norm task of each of two workers (the largest maps: one channel each)."""
     import torch
 
-    from dilran_lite.fusion import _log_normaliser, _matrix_norms, _run_tasks
+    from dilran_lite.fusion import log_normaliser, matrix_norms, run_tasks
     from dilran_lite.model import build_model
     from dilran_lite.tiling import HALO, default_tile
 
@@ -111,12 +111,12 @@ def components(size: int) -> dict:
         f1 = torch.rand(1, model.config.width, size, size)
         f2 = torch.rand(1, model.config.width, size, size)
         model.decoder(model.encoder(torch.rand(1, 1, tile, tile)))
-        lse = _log_normaliser(f1)
+        lse = log_normaliser(f1)
         tasks = [
-            lambda k=k: _matrix_norms(f1[0, k : k + 1].double().sub_(lse[0]).exp_(), "gram64")
+            lambda k=k: matrix_norms(f1[0, k : k + 1].double().sub_(lse[0]).exp_(), "gram64")
             for k in range(2)
         ]
-        _run_tasks(tasks, 2)
+        run_tasks(tasks, 2)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "size": size,

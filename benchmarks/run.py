@@ -50,7 +50,7 @@ from dilran_lite.fast import (
     cpu_info,
     fast_sfnn_weights,
 )
-from dilran_lite.fusion import _run_tasks, sfnn_weights, sfnn_weights_reference
+from dilran_lite.fusion import run_tasks, sfnn_weights, sfnn_weights_reference
 from dilran_lite.model import DILRAN, build_model, count_macs
 from dilran_lite.train import train_step
 
@@ -194,7 +194,7 @@ def bench_sfnn(preset: str, size: int, repeats: int, loop: bool = True) -> dict:
         maps = torch.softmax(torch.cat([f1, f2]).float(), dim=1).double().flatten(0, 1)
         grams = maps @ maps.transpose(-1, -2)
         res["eigvalsh_only_gram64"] = timeit(
-            lambda: _run_tasks(
+            lambda: run_tasks(
                 [lambda g=g: torch.linalg.eigvalsh(g) for g in grams.chunk(2)],
                 torch.get_num_threads(),
             ),

@@ -159,7 +159,7 @@ def laplacian_pyramid(a: torch.Tensor, b: torch.Tensor, levels: int = 4) -> torc
     return pyramid_reconstruct(fused).clamp(0, 1).reshape(shape)
 
 
-def _salience_match_select(la: torch.Tensor, lb: torch.Tensor, alpha: float) -> torch.Tensor:
+def salience_match_select(la: torch.Tensor, lb: torch.Tensor, alpha: float) -> torch.Tensor:
     """Burt & Kolczynski's rule on one detail level (N, 1, h, w): 3x3 local energy and match."""
     sa = _box_mean(la * la, 1)
     sb = _box_mean(lb * lb, 1)
@@ -191,7 +191,7 @@ def laplacian_pyramid_salience(
     xa, xb, shape = _check_pair(a, b)
     pa = pyramid_decompose(xa, levels)
     pb = pyramid_decompose(xb, levels)
-    fused = [_salience_match_select(la, lb, alpha) for la, lb in zip(pa[:-1], pb[:-1])]
+    fused = [salience_match_select(la, lb, alpha) for la, lb in zip(pa[:-1], pb[:-1])]
     fused.append(0.5 * (pa[-1] + pb[-1]))
     return pyramid_reconstruct(fused).clamp(0, 1).reshape(shape)
 

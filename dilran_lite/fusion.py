@@ -36,6 +36,9 @@ __all__ = [
     "single_threaded",
     "sfnn_weights",
     "sfnn_weights_reference",
+    "run_tasks",
+    "matrix_norms",
+    "log_normaliser",
 ]
 
 Weights = Union[None, float, tuple, torch.Tensor]
@@ -45,7 +48,7 @@ Strategy = Callable[..., Result]
 STRATEGIES: dict[str, Strategy] = {}
 
 #: strategies whose output at a pixel depends only on a small neighbourhood (at most 4 pixels
-#: away): they can run tile by tile (:meth:`DILRAN.fuse` on large images)
+#: away): they can run tile by tile (:func:`dilran_lite.inference.fuse_images` on large images)
 LOCAL_STRATEGIES = frozenset({"fer", "fl1n", "average", "add", "max"})
 
 
@@ -145,7 +148,7 @@ def single_threaded() -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _run_tasks(tasks: list[Callable[[], torch.Tensor]], workers: int) -> list[torch.Tensor]:
+def run_tasks(tasks: list[Callable[[], torch.Tensor]], workers: int) -> list[torch.Tensor]:
     """Run ``tasks`` on ``workers`` threads of one core each (LAPACK single-threaded).
 
     One 256x256 eigenvalue problem is too small for two OpenMP threads, and multi-threaded
@@ -193,7 +196,7 @@ def _default_method(x: torch.Tensor) -> str:
     return "polar" if x.device.type == "cuda" else "gram64"
 
 
-def _matrix_norms(m: torch.Tensor, method: str) -> torch.Tensor:
+def matrix_norms(m: torch.Tensor, method: str) -> torch.Tensor:
     """Nuclear norms of a batch of matrices (B, H, W) -> (B,) with ``method``."""
     if method == "polar":
         return polar_nuclear_norms(m)
@@ -246,17 +249,17 @@ def raw_nuclear_norms(
     _check_method(method)
     n, c, h, w = x.shape
     if x.device.type != "cpu":
-        return _matrix_norms(x.reshape(n * c, h, w), method).view(n, c)
+        return matrix_norms(x.reshape(n * c, h, w), method).view(n, c)
     workers = workers or torch.get_num_threads()
     tasks = [
-        (lambda i=i, lo=lo, hi=hi: _matrix_norms(x[i, lo:hi], method))
+        (lambda i=i, lo=lo, hi=hi: matrix_norms(x[i, lo:hi], method))
         for i in range(n)
         for lo, hi in _chunks(c, 8 * h * w, workers)
     ]
-    return torch.cat(_run_tasks(tasks, workers)).view(n, c)
+    return torch.cat(run_tasks(tasks, workers)).view(n, c)
 
 
-def _log_normaliser(f: torch.Tensor, rows: int = 256) -> torch.Tensor:
+def log_normaliser(f: torch.Tensor, rows: int = 256) -> torch.Tensor:
     """log sum_k exp(f_k) over channels, (N, C, H, W) -> (N, 1, H, W) float32, in row blocks
     (no full-size temporary)."""
     out = torch.empty((f.shape[0], 1, *f.shape[2:]), dtype=torch.float32, device=f.device)
@@ -281,20 +284,20 @@ def softmax_nuclear_norms(
     if f.device.type != "cpu":
         return nuclear_norms(torch.softmax(f.float(), dim=1), method)
     n, c, h, w = f.shape
-    lse = _log_normaliser(f)
+    lse = log_normaliser(f)
     workers = workers or torch.get_num_threads()
 
     def task(i: int, lo: int, hi: int) -> torch.Tensor:
         dtype = torch.float64 if method == "gram64" else torch.float32
         maps = f[i, lo:hi].to(dtype, copy=True)  # a copy: f itself is left as it is
-        return _matrix_norms(maps.sub_(lse[i]).exp_(), method)
+        return matrix_norms(maps.sub_(lse[i]).exp_(), method)
 
     tasks = [
         (lambda i=i, lo=lo, hi=hi: task(i, lo, hi))
         for i in range(n)
         for lo, hi in _chunks(c, 8 * h * w, workers)
     ]
-    return torch.cat(_run_tasks(tasks, workers)).view(n, c)
+    return torch.cat(run_tasks(tasks, workers)).view(n, c)
 
 
 PHI: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

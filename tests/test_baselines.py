@@ -198,7 +198,7 @@ def test_gff_keeps_an_edge_present_in_one_source() -> None:
     ],
 )
 def test_salience_match_rule_by_hand(va: float, vb: float, expected: float | None) -> None:
-    from dilran_lite.baselines import _salience_match_select
+    from dilran_lite.baselines import salience_match_select
 
     la = torch.full((1, 1, 3, 3), va, dtype=torch.float64)
     lb = torch.full((1, 1, 3, 3), vb, dtype=torch.float64)
@@ -206,7 +206,7 @@ def test_salience_match_rule_by_hand(va: float, vb: float, expected: float | Non
         m = 1.8 / 1.81
         w_min = 0.5 - 0.5 * (1 - m) / (1 - 0.85)
         expected = (1 - w_min) * va + w_min * vb
-    out = _salience_match_select(la, lb, 0.85)
+    out = salience_match_select(la, lb, 0.85)
     torch.testing.assert_close(out, torch.full_like(la, expected))
 
 
