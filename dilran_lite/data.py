@@ -8,7 +8,8 @@ Layout of one dataset folder (e.g. ``harvard-mri-ct``)::
     <data root>/harvard-mri-ct/splits.json        # {"paper": {"train": [...], ...}, "series": ...}
 
 Where the data root is: see :func:`resolve_data_root`. Colour helpers live in
-:mod:`dilran_lite.color`, the phantom in :mod:`dilran_lite.phantom`; both are re-exported here.
+:mod:`dilran_lite.color`, the phantom in :mod:`dilran_lite.phantom`, the paired augmentation in
+:mod:`dilran_lite.augment`; all are re-exported here.
 """
 
 from __future__ import annotations
@@ -130,22 +131,27 @@ def bits_used(peak: int) -> int:
     raise ValueError(f"value {peak} does not fit in 16 bits")
 
 
-def _wide_scale(arr: np.ndarray, path: Path) -> float:
-    """The divisor of a 16-bit image: ``2**bits - 1`` with ``bits`` = :func:`bits_used` of its
-    brightest value; fewer than 16 bits are reported with a warning naming the file."""
+def _wide_scale(arr: np.ndarray, path: Path, bits: int | None) -> float:
+    """The divisor of a 16-bit image: ``2**bits - 1``, ``bits`` by default :func:`bits_used`
+    of its brightest value; fewer than 16 found bits are reported with a warning naming the file."""
     peak = int(arr.max()) if arr.size else 0
+    if bits is not None:
+        if peak >= 2**bits:
+            raise ImageFileError(f"{path}: value {peak} does not fit in bits={bits}")
+        return float(2**bits - 1)
     bits = bits_used(peak)
     if bits < 16 and peak > 0:
         warnings.warn(
             f"{path}: 16-bit image whose brightest value is {peak} uses only {bits} bits; read "
-            f"as {bits}-bit data (values / {2**bits - 1}, not / 65535)",
+            f"as {bits}-bit data (values / {2**bits - 1}, not / 65535; load_image(bits=16) "
+            "reads it as 16-bit)",
             UserWarning,
             stacklevel=4,
         )
     return float(2**bits - 1)
 
 
-def _to_float(arr: np.ndarray, path: Path, mode_name: str) -> np.ndarray:
+def _to_float(arr: np.ndarray, path: Path, mode_name: str, bits: int | None) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
     if arr.dtype == bool:
@@ -158,7 +164,7 @@ def _to_float(arr: np.ndarray, path: Path, mode_name: str) -> np.ndarray:
             f"{path}: integer pixel values outside 0..65535 (mode {mode_name}); "
             "expected an 8- or 16-bit image"
         )
-    return arr.astype(np.float32) / _wide_scale(arr, path)
+    return arr.astype(np.float32) / _wide_scale(arr, path, bits)
 
 
 #: PIL modes converted to RGB before reading (CMYK through PIL's own conversion, so that an
@@ -225,18 +231,22 @@ def _open_image(path: Path) -> tuple[np.ndarray, str]:
         ) from exc
 
 
-def load_image(path: str | os.PathLike, mode: str = "L") -> torch.Tensor:
+def load_image(path: str | os.PathLike, mode: str = "L", bits: int | None = None) -> torch.Tensor:
     """Read an 8-bit or 16-bit image as float32 (C, H, W) in [0, 1].
 
     ``mode="L"``: grayscale, (1, H, W); an RGB file whose three channels are equal is accepted,
     a true colour image raises :class:`ImageFileError`. ``mode="RGB"``: (3, H, W); a grayscale
-    file is repeated to three channels. 8-bit values are divided by 255. A 16-bit file is read
-    at the bit depth its values use: ``bits`` is the smallest of 8, 10, 12, 14 and 16 that holds
-    its brightest value, and values are divided by ``2**bits - 1`` (a 12-bit CT export, values
-    0..4095, by 4095, not 65535, which would leave it near black); fewer than 16 bits are named
-    in a ``UserWarning``. The depth is rounded up to an even count so that the slices of one
-    series, whose brightest values differ, share one scale. Alpha is dropped; palette, CMYK,
-    YCbCr, LAB and HSV images are converted to RGB by PIL; other modes are refused by name.
+    file is repeated to three channels. Alpha is dropped; palette, CMYK, YCbCr, LAB and HSV
+    images are converted to RGB by PIL; other modes are refused by name.
+
+    Scale: 8-bit values are divided by 255. A 16-bit file is read at the bit depth its values
+    use: the smallest of 8, 10, 12, 14 and 16 bits that holds its brightest value, values
+    divided by ``2**bits - 1`` (a 12-bit CT export, values 0..4095, by 4095, not by 65535,
+    which would leave it near black), and a ``UserWarning`` names the file and the bits when
+    fewer than 16. The depth is rounded up to an even count so that the slices of one series,
+    whose brightest values differ, share one scale. ``bits`` (8..16) sets the depth instead
+    (``bits=16``: always / 65535, no warning).
+
     Refused with :class:`ImageFileError` naming the file (a ``UserError`` and a ``ValueError``):
     a folder; an unreadable, empty or truncated file; a file of several frames (multi-page
     TIFF, animated GIF/PNG); a header beyond Pillow's decompression-bomb limit
@@ -246,6 +256,8 @@ def load_image(path: str | os.PathLike, mode: str = "L") -> torch.Tensor:
     path = Path(path)
     if mode not in ("L", "RGB"):
         raise ValueError(f"load_image mode must be 'L' or 'RGB', got {mode!r}")
+    if bits is not None and (not isinstance(bits, int) or not 8 <= bits <= 16):
+        raise ValueError(f"load_image bits must be None or an integer 8..16, got {bits!r}")
     if path.is_dir():
         raise ImageFileError(f"{path} is a folder, not an image file; give the path of a .png")
     if not path.is_file():
@@ -259,7 +271,7 @@ def load_image(path: str | os.PathLike, mode: str = "L") -> torch.Tensor:
             arr = arr[:-1]
     else:
         raise ImageFileError(f"{path}: unexpected image array shape {arr.shape}")
-    x = _to_float(np.ascontiguousarray(arr), path, mode_name)
+    x = _to_float(np.ascontiguousarray(arr), path, mode_name, bits)
     if mode == "L" and x.shape[0] == 3:
         if not (np.array_equal(x[0], x[1]) and np.array_equal(x[0], x[2])):
             raise ImageFileError(

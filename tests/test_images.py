@@ -96,6 +96,20 @@ def test_10_bit_data_and_full_16_bit_data(tmp_path):
     assert float(_no_warning(load_image, tmp_path / "black.png").max()) == 0.0
 
 
+def test_bits_sets_the_depth_of_a_16_bit_file(tmp_path):
+    v = _ramp16(4095)
+    Image.fromarray(v).save(tmp_path / "ct12.png")
+    x16 = _no_warning(load_image, tmp_path / "ct12.png", "L", 16)  # as 16-bit: no warning
+    assert torch.allclose(x16[0], torch.from_numpy(v / 65535.0).float())
+    x14 = _no_warning(load_image, tmp_path / "ct12.png", "L", 14)
+    assert float(x14.max()) == pytest.approx(4095 / 16383)
+    with pytest.raises(ImageFileError, match="value 4095 does not fit in bits=10"):
+        load_image(tmp_path / "ct12.png", bits=10)
+    for bad in (7, 17, 12.0):
+        with pytest.raises(ValueError, match="bits must be None or an integer 8..16"):
+            load_image(tmp_path / "ct12.png", bits=bad)
+
+
 def test_8_bit_files_are_not_rescaled(tmp_path):
     dim = np.linspace(0, 40, 256).astype(np.uint8).reshape(16, 16)  # a dim 8-bit image
     Image.fromarray(dim).save(tmp_path / "dim.png")
