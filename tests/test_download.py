@@ -464,6 +464,7 @@ def test_the_lock_ends_with_a_killed_process(server, tmp_path):
     finally:
         holder.kill()
         holder.wait(30)
+        holder.stdout.close()
     stale = folder / "CT" / ".2004.png.dilran-download-k1ll3d.part"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(b"half a file")

@@ -67,7 +67,8 @@ def test_12_bit_data_in_a_16_bit_file_is_scaled_by_4095_and_warned(tmp_path, suf
     v = _ramp16(4095)
     path = tmp_path / f"ct12{suffix}"
     Image.fromarray(v).save(path)
-    assert Image.open(path).mode.startswith("I;16")
+    with Image.open(path) as im:
+        assert im.mode.startswith("I;16")
     with pytest.warns(UserWarning, match=rf"ct12\{suffix}: .*brightest value is 4095 .*12 bits"):
         x = load_image(path)
     assert torch.allclose(x[0], torch.from_numpy(v / 4095.0).float())
