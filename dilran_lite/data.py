@@ -8,20 +8,22 @@ Layout of one dataset folder (e.g. ``harvard-mri-ct``)::
     <data root>/harvard-mri-ct/splits.json        # {"paper": {"train": [...], ...}, "series": ...}
 
 Where the data root is: see :func:`resolve_data_root`. Colour helpers live in
-:mod:`dilran_lite.color`, the phantom in :mod:`dilran_lite.phantom`; both are re-exported here.
+:mod:`dilran_lite.color`, the phantom in :mod:`dilran_lite.phantom`, the paired augmentation in
+:mod:`dilran_lite.augment`; all are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .augment import Augmenter, augment_images, augment_pair
 from .color import fuse_colour, rgb_to_luma, rgb_to_ycbcr, ycbcr_to_rgb
 from .errors import ImageFileError, MissingImageError, SplitFileError
 from .phantom import PhantomDataset, phantom_functional, phantom_masks, phantom_pair
@@ -37,6 +39,10 @@ __all__ = [
     "resolve_data_root",
     "dataset_dir",
     "load_image",
+    "image_size",
+    "is_dataset_folder",
+    "BIT_DEPTHS",
+    "bits_used",
     "load_splits",
     "split_names",
     "series_of",
@@ -90,8 +96,13 @@ def resolve_data_root(root: str | os.PathLike | None = None) -> Path:
     return cache_dir()
 
 
-def _is_dataset_folder(path: Path, pairs: str) -> bool:
-    return all((path / m).is_dir() for m in PAIRS[pairs])
+def is_dataset_folder(path: str | os.PathLike, pairs: str = "mri-ct") -> bool:
+    """Whether ``path`` holds the two modality folders of ``pairs`` (e.g. ``MRI/`` and ``CT/``)."""
+    return all((Path(path) / m).is_dir() for m in PAIRS[_check_pairs(pairs)])
+
+
+#: The former private name of :func:`is_dataset_folder`, kept for modules that still import it.
+_is_dataset_folder = is_dataset_folder
 
 
 def dataset_dir(pairs: str = "mri-ct", root: str | os.PathLike | None = None) -> Path:
@@ -102,26 +113,58 @@ def dataset_dir(pairs: str = "mri-ct", root: str | os.PathLike | None = None) ->
     """
     pairs = _check_pairs(pairs)
     base = resolve_data_root(root)
-    if _is_dataset_folder(base, pairs):
+    if is_dataset_folder(base, pairs):
         return base
     return base / DATASET_DIRS[pairs]
 
 
-def _to_float(arr: np.ndarray, path: Path, mode_name: str) -> np.ndarray:
+#: Bit depths a 16-bit file is read at when its values use fewer bits: DICOM's usual "bits
+#: stored" (a CT exported as 16-bit PNG or TIFF often holds 12-bit values, 0..4095).
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+
+
+def bits_used(peak: int) -> int:
+    """The smallest bit depth of :data:`BIT_DEPTHS` that holds the value ``peak`` (>= 0)."""
+    for bits in BIT_DEPTHS:
+        if peak < 2**bits:
+            return bits
+    raise ValueError(f"value {peak} does not fit in 16 bits")
+
+
+def _wide_scale(arr: np.ndarray, path: Path, bits: int | None) -> float:
+    """The divisor of a 16-bit image: ``2**bits - 1``, ``bits`` by default :func:`bits_used`
+    of its brightest value; fewer than 16 found bits are reported with a warning naming the file."""
+    peak = int(arr.max()) if arr.size else 0
+    if bits is not None:
+        if peak >= 2**bits:
+            raise ImageFileError(f"{path}: value {peak} does not fit in bits={bits}")
+        return float(2**bits - 1)
+    bits = bits_used(peak)
+    if bits < 16 and peak > 0:
+        warnings.warn(
+            f"{path}: 16-bit image whose brightest value is {peak} uses only {bits} bits; read "
+            f"as {bits}-bit data (values / {2**bits - 1}, not / 65535; load_image(bits=16) "
+            "reads it as 16-bit)",
+            UserWarning,
+            stacklevel=4,
+        )
+    return float(2**bits - 1)
+
+
+def _to_float(arr: np.ndarray, path: Path, mode_name: str, bits: int | None) -> np.ndarray:
     if arr.dtype == np.uint8:
         return arr.astype(np.float32) / 255.0
-    if arr.dtype == np.uint16 or mode_name.startswith("I;16"):
-        return arr.astype(np.float32) / 65535.0
     if arr.dtype == bool:
         return arr.astype(np.float32)
-    if np.issubdtype(arr.dtype, np.integer):  # PIL mode "I" holds 16-bit PNGs as int32
-        if arr.min() < 0 or arr.max() > 65535:
-            raise ImageFileError(
-                f"{path}: integer pixel values outside 0..65535 (mode {mode_name}); "
-                "expected an 8- or 16-bit image"
-            )
-        return arr.astype(np.float32) / 65535.0
-    raise ImageFileError(f"{path}: unsupported pixel type {arr.dtype} (mode {mode_name})")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ImageFileError(f"{path}: unsupported pixel type {arr.dtype} (mode {mode_name})")
+    # PIL mode "I" holds 16-bit PNGs as int32: the values must still fit in 16 bits
+    if arr.dtype.itemsize > 2 and arr.size and (arr.min() < 0 or arr.max() > 65535):
+        raise ImageFileError(
+            f"{path}: integer pixel values outside 0..65535 (mode {mode_name}); "
+            "expected an 8- or 16-bit image"
+        )
+    return arr.astype(np.float32) / _wide_scale(arr, path, bits)
 
 
 #: PIL modes converted to RGB before reading (CMYK through PIL's own conversion, so that an
@@ -131,45 +174,90 @@ _TO_RGB = {"CMYK", "YCbCr", "LAB", "HSV"}
 #: PIL modes read as they are: grey, grey + alpha, colour, colour + alpha, 1-bit, 16/32-bit grey
 _READ_AS_IS = {"L", "LA", "RGB", "RGBA", "1", "I", "I;16", "I;16L", "I;16B", "I;16N"}
 
+#: What reading an image may raise for a bad file (EOFError: a truncated multi-frame file)
+_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError)
+
+
+def _open_pil(path: Path, fh) -> Image.Image:
+    """``Image.open(fh)`` (header only), with Pillow's decompression-bomb limit
+    (``Image.MAX_IMAGE_PIXELS``: its warning as well as its error) as an :class:`ImageFileError`,
+    so that no pixel memory is allocated for a file whose header claims a huge size."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(fh)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageFileError(
+            f"{path} is refused: {str(exc).rstrip('.')}; a scan is far smaller, so the file "
+            "is damaged or hostile, or must be downsized first"
+        ) from exc
+
+
+def _check_one_frame(path: Path, im: Image.Image) -> None:
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        raise ImageFileError(
+            f"{path} holds {frames} frames (a multi-page TIFF or an animated image), and only "
+            "single-frame images are read: save the slice to fuse as a PNG of its own"
+        )
+
+
+def _as_readable(path: Path, im: Image.Image) -> Image.Image:
+    if im.mode in ("P", "PA"):
+        return im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
+    if im.mode in _TO_RGB:
+        return im.convert("RGB")
+    if im.mode not in _READ_AS_IS:
+        raise ImageFileError(
+            f"{path}: pixel mode {im.mode} is not supported; save it as an 8- or 16-bit "
+            "grayscale or RGB PNG"
+        )
+    return im
+
 
 def _open_image(path: Path) -> tuple[np.ndarray, str]:
     """Pixels of ``path`` as an array (H, W) or (H, W, C), and the mode it came in."""
     try:
-        with Image.open(path) as im:
+        with open(path, "rb") as fh, _open_pil(path, fh) as im:
+            _check_one_frame(path, im)
             im.load()
-            mode_name = im.mode
-            if im.mode in ("P", "PA"):
-                im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
-            elif im.mode in _TO_RGB:
-                im = im.convert("RGB")
-            elif im.mode not in _READ_AS_IS:
-                raise ImageFileError(
-                    f"{path}: pixel mode {im.mode} is not supported; save it as an 8- or 16-bit "
-                    "grayscale or RGB PNG"
-                )
-            return np.array(im), mode_name
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, ImageFileError):
-            raise
+            return np.array(_as_readable(path, im)), im.mode
+    except ImageFileError:
+        raise
+    except _READ_ERRORS as exc:
         raise ImageFileError(
             f"cannot read image {path}: {exc}. The file is empty, truncated or not an image; "
             "fetch it again (dilran-lite download) or copy it again."
         ) from exc
 
 
-def load_image(path: str | os.PathLike, mode: str = "L") -> torch.Tensor:
+def load_image(path: str | os.PathLike, mode: str = "L", bits: int | None = None) -> torch.Tensor:
     """Read an 8-bit or 16-bit image as float32 (C, H, W) in [0, 1].
 
     ``mode="L"``: grayscale, (1, H, W); an RGB file whose three channels are equal is accepted,
     a true colour image raises :class:`ImageFileError`. ``mode="RGB"``: (3, H, W); a grayscale
-    file is repeated to three channels. 8-bit values are divided by 255, 16-bit by 65535. Alpha
-    is dropped; palette, CMYK, YCbCr, LAB and HSV images are converted to RGB by PIL; other
-    modes are refused by name. A missing path, a folder, or an unreadable, empty or truncated
-    file raise :class:`ImageFileError` naming the file (a ``UserError`` and a ``ValueError``).
+    file is repeated to three channels. Alpha is dropped; palette, CMYK, YCbCr, LAB and HSV
+    images are converted to RGB by PIL; other modes are refused by name.
+
+    Scale: 8-bit values are divided by 255. A 16-bit file is read at the bit depth its values
+    use: the smallest of 8, 10, 12, 14 and 16 bits that holds its brightest value, values
+    divided by ``2**bits - 1`` (a 12-bit CT export, values 0..4095, by 4095, not by 65535,
+    which would leave it near black), and a ``UserWarning`` names the file and the bits when
+    fewer than 16. The depth is rounded up to an even count so that the slices of one series,
+    whose brightest values differ, share one scale. ``bits`` (8..16) sets the depth instead
+    (``bits=16``: always / 65535, no warning).
+
+    Refused with :class:`ImageFileError` naming the file (a ``UserError`` and a ``ValueError``):
+    a folder; an unreadable, empty or truncated file; a file of several frames (multi-page
+    TIFF, animated GIF/PNG); a header beyond Pillow's decompression-bomb limit
+    (``PIL.Image.MAX_IMAGE_PIXELS``), before any pixel is decoded. A missing path raises
+    :class:`MissingImageError`.
     """
     path = Path(path)
     if mode not in ("L", "RGB"):
         raise ValueError(f"load_image mode must be 'L' or 'RGB', got {mode!r}")
+    if bits is not None and (not isinstance(bits, int) or not 8 <= bits <= 16):
+        raise ValueError(f"load_image bits must be None or an integer 8..16, got {bits!r}")
     if path.is_dir():
         raise ImageFileError(f"{path} is a folder, not an image file; give the path of a .png")
     if not path.is_file():
@@ -183,7 +271,7 @@ def load_image(path: str | os.PathLike, mode: str = "L") -> torch.Tensor:
             arr = arr[:-1]
     else:
         raise ImageFileError(f"{path}: unexpected image array shape {arr.shape}")
-    x = _to_float(np.ascontiguousarray(arr), path, mode_name)
+    x = _to_float(np.ascontiguousarray(arr), path, mode_name, bits)
     if mode == "L" and x.shape[0] == 3:
         if not (np.array_equal(x[0], x[1]) and np.array_equal(x[0], x[2])):
             raise ImageFileError(
@@ -196,17 +284,25 @@ def load_image(path: str | os.PathLike, mode: str = "L") -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the file header, without decoding the pixels."""
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(H, W) in pixels from the file header, without decoding the pixels. An unreadable file
+    or one beyond the decompression-bomb limit raises :class:`ImageFileError` (a ValueError)."""
+    path = Path(path)
     try:
-        with Image.open(path) as im:
+        with open(path, "rb") as fh, _open_pil(path, fh) as im:
             w, h = im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(
+    except ImageFileError:
+        raise
+    except _READ_ERRORS as exc:
+        raise ImageFileError(
             f"cannot read image {path}: {exc}. The file is unreadable; "
             "delete it and fetch it again (dilran-lite download) or copy it again."
         ) from exc
     return h, w
+
+
+#: The former private name of :func:`image_size`, kept for modules that still import it.
+_image_size = image_size
 
 
 def _manifest_splits(pairs: str) -> dict | None:
@@ -299,75 +395,6 @@ def slice_of(name: str) -> int:
     return int(Path(name).stem[-3:])
 
 
-def _apply_same(
-    tensors: Sequence[torch.Tensor],
-    generator: torch.Generator | None,
-    crop: int | None,
-    flips: bool,
-) -> list[torch.Tensor]:
-    h, w = tensors[0].shape[-2:]
-    for t in tensors[1:]:
-        if t.shape[-2:] != (h, w):
-            raise ValueError(
-                f"augment_pair: images differ in size {tuple(tensors[0].shape)} vs {tuple(t.shape)}"
-            )
-    out = list(tensors)
-    if flips:
-        r = torch.randint(0, 2, (3,), generator=generator)
-        k = int(torch.randint(0, 4, (1,), generator=generator))
-        if r[0]:
-            out = [t.flip(-1) for t in out]
-        if r[1]:
-            out = [t.flip(-2) for t in out]
-        if k:
-            out = [torch.rot90(t, k, dims=(-2, -1)) for t in out]
-    if crop is not None:
-        h, w = out[0].shape[-2:]
-        if crop < 1 or crop > min(h, w):
-            raise ValueError(f"crop {crop} must be between 1 and the image size {h}x{w}")
-        if flips:
-            top = int(torch.randint(0, h - crop + 1, (1,), generator=generator))
-            left = int(torch.randint(0, w - crop + 1, (1,), generator=generator))
-        else:  # no augmentation: a deterministic centre crop
-            top, left = (h - crop) // 2, (w - crop) // 2
-        out = [t[..., top : top + crop, left : left + crop] for t in out]
-    return [t.contiguous() for t in out]
-
-
-def augment_pair(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    generator: torch.Generator | None = None,
-    crop: int | None = None,
-    flips: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random transform on both images of a pair: (C, H, W) each, equal H and W.
-
-    Horizontal flip, vertical flip (each p = 0.5) and a rotation by k * 90 degrees (k uniform in
-    0..3), then a random ``crop`` x ``crop`` window when ``crop`` is given. With
-    ``flips=False`` only the crop is applied, centred. Draws from ``generator`` (or torch's
-    global generator when None).
-    """
-    x, y = _apply_same([a, b], generator, crop, flips)
-    return x, y
-
-
-class _Augmenter:
-    """A per-dataset generator, reseeded once in each DataLoader worker so that workers differ."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = int(seed)
-        self.gen = torch.Generator().manual_seed(self.seed)
-        self._worker: int | None = None
-
-    def generator(self) -> torch.Generator:
-        info = torch.utils.data.get_worker_info()
-        if info is not None and self._worker != info.id:
-            self._worker = info.id
-            self.gen.manual_seed((self.seed * 1_000_003 + info.seed) % (2**63))
-        return self.gen
-
-
 class PairedDataset(torch.utils.data.Dataset):
     """Co-registered pairs from ``<root>/<MODALITY>/<NAME>.png``.
 
@@ -396,7 +423,7 @@ class PairedDataset(torch.utils.data.Dataset):
         self.modalities = PAIRS[self.pairs]
         self.root = dataset_dir(self.pairs, root)
         self.augment, self.crop, self.seed = bool(augment), crop, int(seed)
-        self._aug = _Augmenter(seed)
+        self._aug = Augmenter(seed)
         if crop is not None and (not isinstance(crop, int) or crop < 1):
             raise ValueError(f"crop must be a positive integer, got {crop!r}")
         self._check_folders()
@@ -464,7 +491,7 @@ class PairedDataset(torch.utils.data.Dataset):
     def _check_sizes(self) -> None:
         for n in self.names:
             pa, pb = (self.path(n, m) for m in self.modalities)
-            sa, sb = _image_size(pa), _image_size(pb)
+            sa, sb = image_size(pa), image_size(pb)
             if sa != sb:
                 raise ValueError(f"pair {n}: sizes differ, {pa} is {sa} (HxW) but {pb} is {sb}")
 
@@ -527,7 +554,7 @@ class SingleImageDataset(torch.utils.data.Dataset):
             source = PairedDataset(source, pairs=pairs, names=names, split=split)
         self.paired = source
         self.augment, self.crop = bool(augment), crop
-        self._aug = _Augmenter(seed)
+        self._aug = Augmenter(seed)
         self.modalities = getattr(source, "modalities", ("MRI", "CT"))
         self.source = f"single images from {getattr(source, 'source', type(source).__name__)}"
 
@@ -547,7 +574,7 @@ class SingleImageDataset(torch.utils.data.Dataset):
         if x.shape[0] == 3:
             x = rgb_to_luma(x)
         if self.augment or self.crop:
-            (x,) = _apply_same([x], self._aug.generator(), self.crop, self.augment)
+            (x,) = augment_images([x], self._aug.generator(), self.crop, self.augment)
         return x
 
 
@@ -569,7 +596,7 @@ def load_pairs(
     """
     pairs = _check_pairs(pairs)
     folder = dataset_dir(pairs, root)
-    if _is_dataset_folder(folder, pairs):
+    if is_dataset_folder(folder, pairs):
         return PairedDataset(folder, pairs=pairs, split=split, **kwargs)
     if fallback is None:
         raise FileNotFoundError(

@@ -11,7 +11,9 @@ With ``base_url`` given, the source is laid out like the local data root:
 ``<base_url>/harvard-mri-ct/MRI/NAME.png`` (e.g. a data root served over HTTP, or a
 ``file://`` URL). Each file is checked against its SHA-256 before it replaces anything: it is
 written to a temporary file in the target folder and moved into place with ``os.replace``.
-Files already present with the right checksum are not fetched again.
+Files already present with the right checksum are not fetched again. A download holds a lock
+on the dataset folder (``fcntl.flock`` on the folder itself, see :func:`folder_lock`): a second
+download into the same folder waits for the first, then finds its files verified.
 """
 
 from __future__ import annotations
@@ -22,15 +24,23 @@ import os
 import re
 import socket
 import tempfile
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from ._io import atomic_write_text, file_mode
 from .data import DATASET_DIRS, ENV_VAR, PAIRS, dataset_dir, resolve_data_root
 from .errors import DownloadError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; stale temporary files are then told apart by age
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "DownloadError",
@@ -38,6 +48,7 @@ __all__ = [
     "load_manifest",
     "check_manifest",
     "download_atlas",
+    "folder_lock",
     "verify_atlas",
 ]
 
@@ -49,6 +60,12 @@ PART_TAG = ".dilran-download-"
 MAX_FILE_BYTES = 16 << 20
 #: After this many files in a row fail to connect, the download stops: the source is unreachable.
 MAX_CONNECTION_FAILURES = 3
+#: Seconds a download waits for another one into the same folder before it gives up.
+LOCK_WAIT = 600.0
+#: Seconds between two tries of the folder's lock.
+LOCK_POLL = 0.2
+#: Without a lock (no ``fcntl``), only temporary files older than this (seconds) are stale.
+STALE_AGE = 3600.0
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.png")
 _HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -221,30 +238,79 @@ def _fetch(url: str, target: Path, digest: str, size: int | None, timeout: float
                 f"checksum mismatch (expected sha256 {digest[:12]}..., got {got[:12]}...): the "
                 "downloaded file was deleted"
             )
+        os.chmod(tmp, file_mode())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, obj) -> None:
-    fd, tmp = _temp(path)
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def _is_stale(path: Path, locked: bool) -> bool:
+    """A temporary file of ours is stale when this run holds the folder's lock (no other run can
+    be writing it); without a lock, only when it is older than :data:`STALE_AGE`."""
+    if locked:
+        return True
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=1)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+        return time.time() - path.stat().st_mtime > STALE_AGE
+    except OSError:
+        return False
 
 
-def _clean_parts(folder: Path, modalities: Iterable[str]) -> list[Path]:
+def _clean_parts(folder: Path, modalities: Iterable[str], locked: bool = True) -> list[Path]:
     """Remove the downloader's own temporary files left by an earlier (killed) run."""
     removed = []
     for d in (folder, *(folder / m for m in modalities)):
         for stale in d.glob(f".*{PART_TAG}*.part") if d.is_dir() else []:
-            stale.unlink(missing_ok=True)
-            removed.append(stale)
+            if _is_stale(stale, locked):
+                stale.unlink(missing_ok=True)
+                removed.append(stale)
     return removed
+
+
+def _try_lock(fd: int) -> bool | None:
+    """True: locked; False: another process holds it; None: this file system has no locks."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    return True
+
+
+@contextmanager
+def folder_lock(folder: Path, wait: float = LOCK_WAIT, progress: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock (``fcntl.flock``) on ``folder`` itself while downloading into it.
+
+    A second download into the same folder waits up to ``wait`` seconds (saying so once when
+    ``progress``), then raises :class:`DownloadError` ("another download is running in FOLDER").
+    The lock leaves no file behind and ends with the process that holds it, killed or not.
+    Yields False where no lock exists (Windows, some network file systems).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:
+        yield False
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + max(0.0, float(wait))
+        got = _try_lock(fd)
+        if got is False and progress:
+            print(f"Another download is running in {folder}; waiting for it to finish.")
+        while got is False:
+            if time.monotonic() >= deadline:
+                raise DownloadError(
+                    f"another download is running in {folder}: let it finish (or stop it), then "
+                    "run again; verified files are kept"
+                )
+            time.sleep(LOCK_POLL)
+            got = _try_lock(fd)
+        yield bool(got)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _select(sums: dict[str, str], names: Iterable[str] | None, pairs: str) -> dict[str, str]:
@@ -257,40 +323,34 @@ def _select(sums: dict[str, str], names: Iterable[str] | None, pairs: str) -> di
     return {rel: d for rel, d in sums.items() if rel.split("/", 1)[1] in wanted}
 
 
-def download_atlas(
-    dest: str | os.PathLike | None = None,
-    pairs: str = "mri-ct",
-    base_url: str | None = None,
-    progress: bool = True,
-    names: Iterable[str] | None = None,
-    manifest: dict | None = None,
-    url_template: str | None = None,
-    timeout: float = 30.0,
-) -> Path:
-    """Fetch the ``pairs`` atlas (``"mri-ct"``: 184, ``"mri-pet"``: 269, ``"mri-spect"``: 357
-    pairs) into ``<dest>/<dataset folder>`` and return that folder.
+@dataclass
+class _Plan:
+    """What a download will do: where, and each file (relative path, SHA-256, URL, size)."""
 
-    ``dest``: the data root (default :func:`dilran_lite.data.resolve_data_root`). ``base_url``:
-    a mirror laid out like the data root (``<base_url>/harvard-mri-ct/CT/NAME.png``); default
-    the public source in the manifest. ``url_template``: overrides the path under the base, with
-    ``{dataset}``, ``{modality}`` and ``{name}`` fields. ``names``: only these pairs (``NAME.png``).
-    ``manifest``: a manifest dict instead of the shipped one (same keys; validated first).
-    ``progress``: a ``tqdm.auto`` bar and a summary line at the end.
+    man: dict
+    root: Path
+    dataset: str
+    modalities: tuple[str, str]
+    todo: list[tuple[str, str, str, int | None]]
 
-    Idempotent: verified files are skipped; ``splits.json`` and ``sha256.json`` are written into
-    the dataset folder. No file is ever written beyond its manifest size, and temporary ``.part``
-    files of an earlier, killed run are removed. A file that fails is reported and the others
-    are still fetched; then :class:`DownloadError` names every failed file (one line). Several
-    files in a row that cannot connect stop the download with a message on working offline.
-    """
-    from tqdm.auto import tqdm
+    @property
+    def folder(self) -> Path:
+        return self.root / self.dataset
 
+
+def _plan(
+    dest: str | os.PathLike | None,
+    pairs: str,
+    base_url: str | None,
+    names: Iterable[str] | None,
+    manifest: dict | None,
+    url_template: str | None,
+) -> _Plan:
+    """Validate the manifest and the names, and list the files with their URLs (no I/O)."""
     if pairs not in PAIRS:
         raise ValueError(f"unknown pairs {pairs!r}: choose one of {', '.join(PAIRS)}")
     man = manifest if manifest is not None else load_manifest(pairs)
     dataset, modalities = check_manifest(man, pairs)
-    root = resolve_data_root(dest)
-    folder = root / dataset
     sums = _select(dict(man["sha256"]), names, pairs)
     sizes: dict[str, int] = man.get("size", {})
     if base_url is None:
@@ -301,54 +361,107 @@ def download_atlas(
         template = url_template or LOCAL_TEMPLATE
     if not base.endswith("/"):
         base += "/"
-    _clean_parts(folder, modalities)
-    summary = DownloadSummary(folder)
-    todo = sorted(sums.items())
-    in_a_row = 0
-    errors: list[DownloadError] = []
-    bar = tqdm(total=len(todo), unit="file", desc=dataset, disable=not progress)
+    todo = []
+    for rel, digest in sorted(sums.items()):
+        modality, name = rel.split("/", 1)
+        url = base + template.format(dataset=dataset, modality=modality, name=name)
+        todo.append((rel, digest, url, sizes.get(rel)))
+    return _Plan(man, resolve_data_root(dest), dataset, modalities, todo)
+
+
+def _fetch_all(plan: _Plan, timeout: float, progress: bool) -> tuple[DownloadSummary, bool]:
+    """Fetch every planned file not already verified. Returns the summary and whether any
+    failure was a connection failure; stops with :class:`DownloadError` after
+    :data:`MAX_CONNECTION_FAILURES` connection failures in a row."""
+    from tqdm.auto import tqdm
+
+    summary = DownloadSummary(plan.folder)
+    in_a_row, unreachable = 0, False
+    bar = tqdm(total=len(plan.todo), unit="file", desc=plan.dataset, disable=not progress)
     try:
-        for i, (rel, digest) in enumerate(todo):
-            target = folder / rel
+        for i, (rel, digest, url, size) in enumerate(plan.todo):
+            target = plan.folder / rel
             if target.is_file() and _sha256(target) == digest:
                 summary.verified.append(rel)
                 bar.update(1)
                 continue
-            modality, name = rel.split("/", 1)
-            url = base + template.format(dataset=dataset, modality=modality, name=name)
             try:
-                _fetch(url, target, digest, sizes.get(rel), timeout)
+                _fetch(url, target, digest, size, timeout)
                 summary.fetched.append(rel)
                 in_a_row = 0
             except DownloadError as err:
                 summary.failed[rel] = str(err)
-                errors.append(err)
                 in_a_row = in_a_row + 1 if isinstance(err, _Unreachable) else 0
+                unreachable = unreachable or isinstance(err, _Unreachable)
                 bar.set_postfix(failed=len(summary.failed))
                 if in_a_row >= MAX_CONNECTION_FAILURES:
-                    summary.not_attempted = [r for r, _ in todo[i + 1 :]]
+                    summary.not_attempted = [r for r, *_ in plan.todo[i + 1 :]]
                     raise DownloadError(
-                        f"{summary.line()}: {err}. {_offline_hint(root, dataset)}"
+                        f"{summary.line()}: {err}. {_offline_hint(plan.root, plan.dataset)}"
                     ) from err
             bar.update(1)
     finally:
         bar.close()
+    return summary, unreachable
+
+
+def _finish(plan: _Plan, summary: DownloadSummary, unreachable: bool, progress: bool) -> None:
+    """Raise one line naming the failed files, if any; else record ``splits.json`` and
+    ``sha256.json`` in the dataset folder and print the summary line."""
     if summary.failed:
-        hint = _hint(root, dataset, modalities)
-        if any(isinstance(e, _Unreachable) for e in errors):
-            hint = _offline_hint(root, dataset)
+        hint = _hint(plan.root, plan.dataset, plan.modalities)
+        if unreachable:
+            hint = _offline_hint(plan.root, plan.dataset)
         reasons = "; ".join(f"{rel}: {why}" for rel, why in list(summary.failed.items())[:3])
         more = len(summary.failed) - 3
         raise DownloadError(
             f"{summary.line()}. {reasons}{f'; and {more} more' if more > 0 else ''}. The failed "
             f"files were not written. {hint}"
         )
-    if man.get("splits") is not None:
-        _write_json(folder / "splits.json", man["splits"])
-    _write_json(folder / "sha256.json", dict(sorted(man["sha256"].items())))
+    if plan.man.get("splits") is not None:
+        _write_json(plan.folder / "splits.json", plan.man["splits"])
+    _write_json(plan.folder / "sha256.json", dict(sorted(plan.man["sha256"].items())))
     if progress:
         print(summary.line())
-    return folder
+
+
+def download_atlas(
+    dest: str | os.PathLike | None = None,
+    pairs: str = "mri-ct",
+    base_url: str | None = None,
+    progress: bool = True,
+    names: Iterable[str] | None = None,
+    manifest: dict | None = None,
+    url_template: str | None = None,
+    timeout: float = 30.0,
+    wait: float = LOCK_WAIT,
+) -> Path:
+    """Fetch the ``pairs`` atlas (``"mri-ct"``: 184, ``"mri-pet"``: 269, ``"mri-spect"``: 357
+    pairs) into ``<dest>/<dataset folder>`` and return that folder.
+
+    ``dest``: the data root (default :func:`dilran_lite.data.resolve_data_root`). ``base_url``:
+    a mirror laid out like the data root (``<base_url>/harvard-mri-ct/CT/NAME.png``); default
+    the public source in the manifest. ``url_template``: overrides the path under the base, with
+    ``{dataset}``, ``{modality}`` and ``{name}`` fields. ``names``: only these pairs (``NAME.png``).
+    ``manifest``: a manifest dict instead of the shipped one (same keys; validated first).
+    ``progress``: a ``tqdm.auto`` bar and a summary line at the end. ``timeout``: seconds per
+    connection. ``wait``: seconds to wait for another download into the same folder
+    (:func:`folder_lock`), after which :class:`DownloadError` says that one is running.
+
+    Steps: plan (validate, list URLs), fetch (under the folder's lock), finish (report, record).
+    Idempotent: verified files are skipped; ``splits.json`` and ``sha256.json`` are written into
+    the dataset folder. No file is ever written beyond its manifest size, and temporary ``.part``
+    files of an earlier, killed run are removed. A file that fails is reported and the others
+    are still fetched; then :class:`DownloadError` names every failed file (one line). Several
+    files in a row that cannot connect stop the download with a message on working offline.
+    Files get the mode of a plain ``open()`` under the umask (``-rw-r--r--`` under umask 022).
+    """
+    plan = _plan(dest, pairs, base_url, names, manifest, url_template)
+    with folder_lock(plan.folder, wait, progress) as locked:
+        _clean_parts(plan.folder, plan.modalities, locked)
+        summary, unreachable = _fetch_all(plan, timeout, progress)
+        _finish(plan, summary, unreachable, progress)
+    return plan.folder
 
 
 def verify_atlas(

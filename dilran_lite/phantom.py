@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import distance_transform_edt, gaussian_filter
+
+from .augment import augment_pair
 
 __all__ = [
     "TISSUES",
@@ -117,8 +119,6 @@ def _labels(seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
             lesion = disc
             break
     if not lesion.any():  # fall back: a small disc at the white-matter pixel farthest from others
-        from scipy.ndimage import distance_transform_edt
-
         dist = distance_transform_edt(white)
         iy, ix = np.unravel_index(int(np.argmax(dist)), dist.shape)
         rad = max(2.0, min(dist[iy, ix] - 1.0, 0.06 * size / 2))
@@ -181,7 +181,7 @@ class PhantomDataset(torch.utils.data.Dataset):
     """``n`` phantom pairs (seeds ``seed .. seed+n-1``), yielding ``(mri, ct, name)`` like
     :class:`dilran_lite.data.PairedDataset`; mri (1, size, size), the other (1, ...) for CT or
     (3, ...) for ``modality="PET"``/``"SPECT"`` (the colour map of :func:`phantom_functional`).
-    Optional augmentation as in :func:`dilran_lite.data.augment_pair`."""
+    Optional augmentation as in :func:`dilran_lite.augment.augment_pair`."""
 
     def __init__(
         self,
@@ -225,8 +225,6 @@ class PhantomDataset(torch.utils.data.Dataset):
             self._cache[i] = (mri, other)
         a, b = self._cache[i]
         if self.augment or self.crop:
-            from .data import augment_pair
-
             a, b = augment_pair(a, b, self._gen, crop=self.crop, flips=self.augment)
         return a, b, self.names[i]
 

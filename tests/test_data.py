@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 
 from dilran_lite import data
+from dilran_lite.augment import augment_images
+from dilran_lite.augment import augment_pair as augment_pair_from_augment
 from dilran_lite.data import (
     PAIRS,
     PairedDataset,
@@ -231,6 +233,15 @@ def test_augment_pair_is_identical_on_both_images():
         augment_pair(a, b, None, crop=20)
     with pytest.raises(ValueError, match="differ in size"):
         augment_pair(a, torch.rand(1, 12, 11), None)
+
+
+def test_augment_images_moves_every_image_alike():
+    x = torch.arange(60.0).reshape(1, 6, 10)
+    for s in range(8):
+        out = augment_images([x, x + 1, 2 * x], torch.Generator().manual_seed(s), crop=5)
+        assert out[0].shape == (1, 5, 5)
+        assert torch.equal(out[1], out[0] + 1) and torch.equal(out[2], 2 * out[0])
+    assert data.augment_pair is augment_pair_from_augment  # the re-export of the one function
 
 
 def test_augmented_dataset_is_deterministic_per_seed(tmp_path):

@@ -6,13 +6,18 @@ import functools
 import hashlib
 import http.server
 import json
+import os
 import re
 import shutil
+import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from dilran_lite import download
 from dilran_lite.data import PAIRS, PairedDataset
 from dilran_lite.download import DownloadError, download_atlas, load_manifest, verify_atlas
 
@@ -22,19 +27,25 @@ NAMES = ["2004.png", "34002.png", "20005.png"]  # one pair of each series split:
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves files; records each request; ``cut`` paths get half their body, then a hang-up;
     ``flood`` paths stream that many zero bytes without a Content-Length; ``lie`` paths announce
-    that many bytes in their Content-Length (and send the file)."""
+    that many bytes in their Content-Length (and send the file). With ``gate`` set, the first
+    request sets ``entered`` and waits for ``gate`` before it is answered."""
 
     requests: list[str]
     cut: set[str]
     flood: dict[str, int]
     lie: dict[str, int]
     sent: list[int]
+    gate: threading.Event | None
+    entered: threading.Event
 
     def log_message(self, *args):  # keep the test output quiet
         pass
 
     def do_GET(self):
         self.requests.append(self.path)
+        if self.gate is not None and not self.entered.is_set():
+            self.entered.set()
+            assert self.gate.wait(30), "the test never opened the gate"
         rel = self.path.lstrip("/")
         if rel in self.flood:
             self.send_response(200)
@@ -78,7 +89,17 @@ def server(tmp_path, atlas_root):
             (served / "harvard-mri-ct" / m).mkdir(parents=True, exist_ok=True)
             shutil.copy(atlas_root / m / n, served / "harvard-mri-ct" / m / n)
     handler = type(
-        "H", (_Handler,), {"requests": [], "cut": set(), "flood": {}, "lie": {}, "sent": []}
+        "H",
+        (_Handler,),
+        {
+            "requests": [],
+            "cut": set(),
+            "flood": {},
+            "lie": {},
+            "sent": [],
+            "gate": None,
+            "entered": threading.Event(),
+        },
     )
     httpd = http.server.ThreadingHTTPServer(
         ("127.0.0.1", 0), functools.partial(handler, directory=str(served))
@@ -352,3 +373,110 @@ def test_summary_line_with_progress(server, tmp_path, capsys):
     assert "6 files, 0 already verified, 6 fetched, 0 failed" in out
     download_atlas(dest, "mri-ct", base_url=server["url"], names=NAMES, progress=True)
     assert "6 already verified, 0 fetched, 0 failed" in capsys.readouterr().out
+
+
+# --- two downloads into one folder ------------------------------------------------------------
+
+
+def _in_thread(results: dict, key: str, **kwargs) -> threading.Thread:
+    def run():
+        try:
+            results[key] = download_atlas(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            results[key] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture
+def first_download_mid_transfer(server, tmp_path, monkeypatch):
+    """A download held inside its first request (its temporary file open), and an event set when
+    another download finds the folder locked."""
+    server["handler"].gate = threading.Event()
+    blocked = threading.Event()
+    real = download._try_lock
+
+    def spy(fd):
+        got = real(fd)
+        if got is False:
+            blocked.set()
+        return got
+
+    monkeypatch.setattr(download, "_try_lock", spy)
+    args = dict(dest=tmp_path / "dest", base_url=server["url"], names=NAMES, progress=False)
+    results: dict = {}
+    first = _in_thread(results, "first", **args)
+    assert server["handler"].entered.wait(30)
+    assert _leftovers(tmp_path / "dest")  # its temporary file exists
+    yield args, results, first, blocked
+    server["handler"].gate.set()
+    first.join(30)
+
+
+def test_two_downloads_into_one_folder_at_once(server, first_download_mid_transfer, capsys):
+    """The second waits for the first (it used to delete the first's temporary file)."""
+    args, results, first, blocked = first_download_mid_transfer
+    second = _in_thread(results, "second", **{**args, "progress": True})
+    assert blocked.wait(30)  # the second found the folder locked and waits
+    server["handler"].gate.set()
+    first.join(30)
+    second.join(30)
+    folder = args["dest"] / "harvard-mri-ct"
+    assert results == {"first": folder, "second": folder}
+    out = capsys.readouterr().out
+    assert f"Another download is running in {folder}; waiting for it to finish." in out
+    assert "6 files, 6 already verified, 0 fetched, 0 failed" in out
+    assert len(server["handler"].requests) == 6  # every file fetched once, by the first
+    man = load_manifest("mri-ct")
+    for rel in (f"{m}/{n}" for m in PAIRS["mri-ct"] for n in NAMES):
+        assert hashlib.sha256((folder / rel).read_bytes()).hexdigest() == man["sha256"][rel]
+    assert not _leftovers(args["dest"])
+
+
+def test_a_second_download_that_will_not_wait_says_so_in_one_line(first_download_mid_transfer):
+    args, results, first, blocked = first_download_mid_transfer
+    folder = args["dest"] / "harvard-mri-ct"
+    with pytest.raises(
+        DownloadError, match=f"another download is running in {re.escape(str(folder))}"
+    ):
+        download_atlas(**args, wait=0)
+    assert blocked.is_set()
+    assert _leftovers(args["dest"])  # the first's temporary file is untouched
+
+
+def test_the_lock_ends_with_a_killed_process(server, tmp_path):
+    folder = tmp_path / "dest" / "harvard-mri-ct"
+    code = (
+        "import sys, time; from pathlib import Path; from dilran_lite.download import folder_lock\n"
+        "with folder_lock(Path(sys.argv[1])) as locked:\n"
+        "    print(locked, flush=True); time.sleep(120)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        with pytest.raises(DownloadError, match="another download is running in"):
+            download_atlas(tmp_path / "dest", base_url=server["url"], names=NAMES, wait=0)
+    finally:
+        holder.kill()
+        holder.wait(30)
+        holder.stdout.close()
+    stale = folder / "CT" / ".2004.png.dilran-download-k1ll3d.part"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"half a file")
+    download_atlas(tmp_path / "dest", base_url=server["url"], names=NAMES, progress=False, wait=0)
+    assert not stale.exists() and len(server["handler"].requests) == 6
+
+
+def test_downloaded_files_get_the_umask_mode(server, tmp_path):
+    old = os.umask(0o022)
+    try:
+        folder = download_atlas(tmp_path, base_url=server["url"], names=NAMES, progress=False)
+    finally:
+        os.umask(old)
+    for path in (folder / "CT" / "2004.png", folder / "MRI" / "2004.png", folder / "sha256.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path

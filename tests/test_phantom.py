@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dilran_lite.augment import augment_pair
 from dilran_lite.phantom import (
     TISSUES,
     PhantomDataset,
@@ -90,3 +91,12 @@ def test_phantom_dataset():
         ds[3]
     with pytest.raises(ValueError, match="size"):
         phantom_pair(0, 8)
+
+
+def test_phantom_augmentation_is_augment_pair_with_the_dataset_seed():
+    """PhantomDataset augments with dilran_lite.augment (phantom does not import data)."""
+    a, b, _ = PhantomDataset(n=1, size=64, seed=5)[0]
+    want = augment_pair(a, b, torch.Generator().manual_seed(5), crop=32)
+    x, y, _ = PhantomDataset(n=1, size=64, seed=5, augment=True, crop=32)[0]
+    assert torch.equal(x, want[0]) and torch.equal(y, want[1])
+    assert not torch.equal(x, a[:, 16:48, 16:48])  # not a plain centre crop
