@@ -24,11 +24,24 @@ __all__ = ["TMP_TAG", "atomic_write", "atomic_write_text", "file_mode", "git_com
 TMP_TAG = ".dilran-partial-"
 
 
+def _umask() -> int:
+    """The process's umask: read from ``/proc/self/status`` where Linux has it (no change to
+    the process), else by setting and restoring it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def file_mode() -> int:
     """The mode a new file gets from ``open()`` under the current umask (``0o666 & ~umask``)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    return 0o666 & ~_umask()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:

@@ -260,11 +260,11 @@ def evaluate(
 def _expected(data) -> list[tuple[str, tuple[int, int], bool]]:
     """``(name, (H, W), colour)`` of every pair, from the file headers of a PairedDataset
     (nothing decoded), else from the items."""
-    from .data import PairedDataset, _image_size
+    from .data import PairedDataset, image_size
 
     if isinstance(data, PairedDataset):
         colour = data.modalities[1] not in ("CT", "MRI")
-        return [(n, _image_size(data.path(n, data.modalities[0])), colour) for n in data.names]
+        return [(n, image_size(data.path(n, data.modalities[0])), colour) for n in data.names]
     out = []
     for i, item in enumerate(data):
         if not isinstance(item, (tuple, list)) or len(item) != 3:

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 
 from . import __version__
-from .data import DATASET_DIRS, PAIRS, _is_dataset_folder, dataset_dir
+from .data import DATASET_DIRS, PAIRS, dataset_dir, is_dataset_folder
 from .download import DownloadError, download_atlas
 from .settings import fetch_allowed
 from .settings import mirror as mirror_url
@@ -40,7 +40,7 @@ def default_weights(quick: bool | None = None) -> str:
 
 def atlas_present(pairs: str = "mri-ct") -> bool:
     """True when the ``pairs`` atlas folder is found where the loaders look for it."""
-    return _is_dataset_folder(dataset_dir(pairs), pairs)
+    return is_dataset_folder(dataset_dir(pairs), pairs)
 
 
 def _device_name() -> str:
