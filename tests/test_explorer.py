@@ -341,3 +341,28 @@ def test_static_explorer_html(dataset):
     assert set(p["auto"]["sfnn-max"]["m"]) == {"EN", "MI"}
     w1 = float(ex.update(0, "sfnn-max").weights[0])
     assert p["auto"]["sfnn-max"]["w1"] == f"{w1:.3f}"
+
+
+def test_explorer_modules_by_job():
+    """figures <- widget <- core <- static: the display modules never import the explorer's
+    state (imports written inside functions included)."""
+    import ast
+    from pathlib import Path
+
+    import dilran_lite.explorer as pkg
+
+    folder = Path(pkg.__file__).parent
+    allowed = {
+        "figures": set(),
+        "widget": {"figures"},
+        "core": {"figures", "widget"},
+        "static": {"core", "figures"},
+    }
+    for name, ok in allowed.items():
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        used = {
+            n.module.split(".")[0]
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module
+        }
+        assert used == ok, (name, used)
