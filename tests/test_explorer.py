@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import itertools
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,6 +27,7 @@ from dilran_lite.explorer import (
 from dilran_lite.fusion import STRATEGIES, fuse_features, sfnn_weights
 from dilran_lite.model import build_model
 from dilran_lite.phantom import PhantomDataset
+from dilran_lite.pretrained import pretrained
 
 SIZE = 64
 
@@ -263,8 +268,6 @@ def test_colour_pairs_fuse_the_luma(model, dataset):
 
 
 def test_image_bytes():
-    import io
-
     from PIL import Image
 
     x = torch.linspace(0, 1, 64).reshape(1, 8, 8)
@@ -274,7 +277,34 @@ def test_image_bytes():
     assert img.format == "JPEG" and img.mode == "RGB"
 
 
-def test_static_explorer_html(model, dataset):
+def _decoded(uri: str) -> np.ndarray:
+    """A data URI's image as a float array of grey levels (0..255)."""
+    from PIL import Image
+
+    data = base64.b64decode(uri.split(",", 1)[1])
+    return np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64)
+
+
+def _block_means(levels: np.ndarray) -> np.ndarray:
+    """The means of the 8 x 8 blocks a JPEG codes (H, W divisible by 8) -> (H/8, W/8)."""
+    h, w = levels.shape
+    return levels.reshape(h // 8, 8, w // 8, 8).mean(axis=(1, 3))
+
+
+# At quality 85 the DC step of libjpeg's luminance table is 5 (16 x 0.3), one block mean step
+# of 5/8 grey level. Inputs whose block means differ by more than JPEG_STEP levels (a DC step,
+# the rounding to uint8 and the integer DCT's error, with a margin) code to different JPEGs.
+JPEG_STEP = 3.0
+# A decoded block mean lies within JPEG_TOLERANCE levels of its input's (measured: 2.5 at
+# most on these images, most of it ringing clipped at black).
+JPEG_TOLERANCE = 4.0
+
+
+def test_static_explorer_html(dataset):
+    """Each page image is its entry's fused image; images whose inputs differ by more than a
+    JPEG step differ. (Two entries with nearly equal weights, e.g. an SFNN W1 of 0.505 and the
+    grid's 0.5, may code to the same JPEG: they are the same picture.)"""
+    model = pretrained("dilran-lite")  # trained: W1 changes show at 64 px, unlike a random net
     strategies = ("sfnn-max", "fer", "max")
     grid = (0.0, 0.5, 1.0)
     page = static_explorer_html(model, dataset, strategies, grid, metrics=("EN", "MI"))
@@ -282,14 +312,57 @@ def test_static_explorer_html(model, dataset):
     payload = re.search(r'type="application/json" id="dilran-explorer-data">(.*?)</script>', page)
     data = json.loads(payload.group(1))
     assert data["w1"] == list(grid) and len(data["pairs"]) == len(dataset)
+    ex = FusionExplorer(model, dataset, metrics=("EN", "MI"))
+    for i, p in enumerate(data["pairs"]):
+        assert set(p["auto"]) == set(strategies) and len(p["grid"]) == len(grid)
+        names = [*strategies, *(f"W1={w}" for w in grid)]
+        srcs = [p["auto"][s]["img"] for s in strategies] + [e["img"] for e in p["grid"]]
+        assert all(s.startswith("data:image/jpeg;base64,") for s in srcs)
+        fused = [ex.update(i, s).fused for s in strategies]
+        fused += [ex.update(i, strategies[0], w1=w).fused for w in grid]
+        inputs = [_block_means(f[0].double().numpy() * 255) for f in fused]
+        for name, src, want in zip(names, srcs, inputs):  # the right image in each entry
+            err = np.abs(_block_means(_decoded(src)) - want).max()
+            assert err <= JPEG_TOLERANCE, (name, err)
+        must_differ = {
+            (names[j], names[k])
+            for j, k in itertools.combinations(range(len(names)), 2)
+            if np.abs(inputs[j] - inputs[k]).max() > JPEG_STEP
+        }
+        for j, k in itertools.combinations(range(len(names)), 2):
+            if (names[j], names[k]) in must_differ:
+                assert srcs[j] != srcs[k], (names[j], names[k])
+        # the test is not vacuous: every strategy, and every grid step, changes the picture
+        assert set(itertools.combinations(names[: len(strategies)], 2)) <= must_differ
+        assert set(itertools.combinations(names[len(strategies) :], 2)) <= must_differ
     p = data["pairs"][0]
-    assert set(p["auto"]) == set(strategies) and len(p["grid"]) == len(grid)
-    srcs = [p["auto"][s]["img"] for s in strategies] + [e["img"] for e in p["grid"]]
-    assert all(s.startswith("data:image/jpeg;base64,") for s in srcs)
-    assert len(set(srcs)) == len(srcs)  # every image differs
     assert p["grid"][0]["w1"] == "0.000" and p["grid"][0]["w2"] == "1.000"
     assert "map" in p["auto"]["fer"] and "map" not in p["auto"]["sfnn-max"]
     assert set(p["auto"]["sfnn-max"]["m"]) == {"EN", "MI"}
-    ex = FusionExplorer(model, dataset, metrics=("EN", "MI"))
     w1 = float(ex.update(0, "sfnn-max").weights[0])
     assert p["auto"]["sfnn-max"]["w1"] == f"{w1:.3f}"
+
+
+def test_explorer_modules_by_job():
+    """figures <- widget <- core <- static: the display modules never import the explorer's
+    state (imports written inside functions included)."""
+    import ast
+    from pathlib import Path
+
+    import dilran_lite.explorer as pkg
+
+    folder = Path(pkg.__file__).parent
+    allowed = {
+        "figures": set(),
+        "widget": {"figures"},
+        "core": {"figures", "widget"},
+        "static": {"core", "figures"},
+    }
+    for name, ok in allowed.items():
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        used = {
+            n.module.split(".")[0]
+            for n in ast.walk(tree)
+            if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module
+        }
+        assert used == ok, (name, used)
