@@ -201,7 +201,6 @@ def run_experiments(
         t_start = time.perf_counter()
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        n = n_pairs if n_pairs is not None else (4 if quick else None)
         metrics = default_metrics(metrics, quick)
         cache = MetricCache(cache_path)
         models, records, missing = load_models(wanted_weights(quick), weight_files, models)
@@ -217,7 +216,7 @@ def run_experiments(
                 records,
                 quick=quick,
                 data=data,
-                n=n,
+                n=n_pairs,
                 metrics=metrics,
                 cache=cache,
                 jobs=jobs,

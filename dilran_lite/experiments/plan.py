@@ -263,9 +263,12 @@ def fuse_split(
 
     ``models``: weights name -> model (None: the shipped weights, the lite ones when ``quick``);
     ``records``: their :func:`~dilran_lite.experiments.runs.weights_record` (None: made here).
-    ``n``: the first ``n`` pairs of the test and validation parts; ``metrics``: default
-    :func:`default_metrics`. E.g. ``table1(fuse_split("series", quick=True, n=4))``.
+    ``n``: the first ``n`` pairs of the test and validation parts (default: all; 4 when
+    ``quick``); ``metrics``: default :func:`default_metrics`. E.g. (seconds, lite weights)::
+
+        table1(fuse_split("series", quick=True))
     """
+    n = n if n is not None else (4 if quick else None)
     if records is None:
         models, records, _ = load_models(wanted_weights(quick), models=models)
     cache = cache or MetricCache()
