@@ -20,6 +20,7 @@ from dilran_lite.evaluate import evaluate
 from dilran_lite.metrics import to_uint8
 from dilran_lite.model import build_model
 
+ROOT = Path(__file__).resolve().parents[1]
 QuickRun = tuple[Path, dict, list]
 BASE_COLS = ["table", "split", "source", "method", "weights", "strategy", "pairs", "n_pairs"]
 
@@ -242,24 +243,10 @@ def test_one_table_alone_equals_the_pipelines(tmp_path: Path) -> None:
 def test_python_dash_m(tmp_path: Path) -> None:
     """The command line: quick mode on two phantom pairs, exit 0, every file, no warning."""
     out = tmp_path / "r"
-    args = [
-        "--quick",
-        "--data",
-        "phantom",
-        "--pairs",
-        "2",
-        "--splits",
-        "series",
-        "--metrics",
-        "PSNR",
-        "MI",
-        "--no-cache",
-        "--no-figure",
-        "--out",
-        str(out),
-    ]
+    flags = "--quick --data phantom --pairs 2 --splits series --metrics PSNR MI --no-cache"
+    args = [*flags.split(), "--no-figure", "--out", str(out)]
     cmd = [sys.executable, "-W", "error::RuntimeWarning", "-m", "dilran_lite.experiments", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["command"].endswith("dilran_lite.experiments " + " ".join(args))
