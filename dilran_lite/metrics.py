@@ -154,6 +154,9 @@ def _psnr_one(x8: np.ndarray, f8: np.ndarray) -> float:
     return float(peak_signal_noise_ratio(x8 / 255.0, f8 / 255.0, data_range=1.0))
 
 
+psnr_single = _psnr_one  # PSNR(X, F) in dB of two 8-bit images (inf when equal)
+
+
 def psnr(a: ImageLike, b: ImageLike, f: ImageLike) -> float:
     """Peak signal-to-noise ratio of the fused image, in dB: mean of PSNR(A, F) and PSNR(B, F).
 

@@ -1,9 +1,12 @@
 """Tests of dilran_lite.experiments: the quick mode end to end (4 atlas pairs), the tables'
-shapes, agreement with dilran_lite.evaluate, and a best-variant choice made on validation pairs."""
+shapes, agreement with dilran_lite.evaluate, a best-variant choice made on validation pairs, one
+table computed alone equal to the pipeline's, and ``python -m dilran_lite.experiments``."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ from dilran_lite.evaluate import evaluate
 from dilran_lite.metrics import to_uint8
 from dilran_lite.model import build_model
 
+ROOT = Path(__file__).resolve().parents[1]
 QuickRun = tuple[Path, dict, list]
 BASE_COLS = ["table", "split", "source", "method", "weights", "strategy", "pairs", "n_pairs"]
 
@@ -26,7 +30,7 @@ def quick_run(atlas_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Qui
     """The quick mode on 4 atlas pairs per split part, with the selection calls recorded."""
     out = tmp_path_factory.mktemp("results")
     calls: list[dict] = []
-    original = E.select_best_variant
+    original = E.plan.select_best_variant  # the name fuse_split calls
 
     def spy(candidates, split, *args, **kwargs):
         calls.append({"split": split, "candidates": list(candidates)})
@@ -34,7 +38,7 @@ def quick_run(atlas_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Qui
 
     mp = pytest.MonkeyPatch()
     mp.setenv("DILRAN_DATA", str(atlas_root.parent))
-    mp.setattr(E, "select_best_variant", spy)
+    mp.setattr(E.plan, "select_best_variant", spy)
     try:
         summary = E.run_experiments(out, splits=("series", "paper"), quick=True, data="atlas")
     finally:
@@ -122,7 +126,7 @@ def test_select_refuses_a_test_split() -> None:
 
 def test_rank_select_picks_the_lowest_mean_rank() -> None:
     val = pd.DataFrame({"PSNR": [10.0, 12.0, 11.0], "SSIM": [0.5, 0.6, 0.7]})
-    ranked = E._rank_select(val, ["PSNR", "SSIM"])
+    ranked = E.rank_select(val, ["PSNR", "SSIM"])
     assert list(ranked["mean_rank"]) == [3.0, 1.5, 1.5]
     assert list(ranked["selected"]) == [False, True, False]  # a tie goes to the earlier row
 
@@ -201,3 +205,55 @@ def test_reconstruction_gap_needs_one_weight_per_pair() -> None:
     pairs = [(torch.rand(1, 16, 16), torch.rand(1, 16, 16), "0.png")]
     with pytest.raises(ValueError, match="single weight per pair"):
         E.reconstruction_gap(_affine_lite(), pairs, "sfnn-spatial", "toy", "t/test")
+
+
+def _tiny_models() -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    return {
+        name: build_model("lite", width=8, recon_widths=(8, 8)).eval()
+        for name in ("dilran-lite", "dilran-lite-mse")
+    }
+
+
+def test_one_table_alone_equals_the_pipelines(tmp_path: Path) -> None:
+    """fuse_split + table1 (the chapter's one-table path) give the pipeline's CSV row for row."""
+    kwargs = dict(quick=True, data="phantom", metrics=["PSNR", "SSIM", "MI"])
+    E.run_experiments(
+        tmp_path, splits=("series",), n_pairs=2, models=_tiny_models(), figure=False, **kwargs
+    )
+    sr = E.fuse_split("series", _tiny_models(), n=2, **kwargs)
+    assert sr.names == ["phantom_20000", "phantom_20001"]
+    for name, fn in [
+        ("table1", E.table1),
+        ("table2", E.table2),
+        ("table3", E.table3),
+        ("gap", E.gap_table),
+        ("w2", E.w2_table),
+    ]:
+        fmt = "%.5g" if name == "w2" else "%.6g"
+        alone = fn(sr).to_csv(index=False, float_format=fmt)
+        assert alone == (tmp_path / f"{name}_series.csv").read_text(), name
+    t1 = E.table1(sr, ["PSNR"])
+    assert "SSIM" not in t1.columns and len(t1) == len(E.STRATEGY_ORDER)
+    per_image = E.per_image_table(sr)
+    assert len(per_image) == 2 * len(sr.runs) and per_image.index.name == "image"
+    assert set(E.per_image_table(sr, ["MI"]).columns) == {"MI", "method", "weights", "strategy"}
+
+
+def test_python_dash_m(tmp_path: Path) -> None:
+    """The command line: quick mode on two phantom pairs, exit 0, every file, no warning."""
+    out = tmp_path / "r"
+    flags = "--quick --data phantom --pairs 2 --splits series --metrics PSNR MI --no-cache"
+    args = [*flags.split(), "--no-figure", "--out", str(out)]
+    cmd = [sys.executable, "-W", "error::RuntimeWarning", "-m", "dilran_lite.experiments", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["command"].endswith("dilran_lite.experiments " + " ".join(args))
+    assert summary["metrics"]["names"] == ["PSNR", "MI"]
+    files = summary["splits"]["series"]["files"]
+    assert files == sorted(
+        f"{t}_series.csv"
+        for t in ("table1", "table2", "table3", "gap", "selection", "w2", "per_image")
+    )
+    assert pd.read_csv(out / "table1_series.csv")["n_pairs"].eq(2).all()

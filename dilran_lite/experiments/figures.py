@@ -1,0 +1,117 @@
+"""The results chapter's figure: test pairs fused by each method, with zoomed crops."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .._io import atomic_write
+from ..metrics import to_uint8
+from .plan import SplitRuns
+from .reference import PAPER_STRATEGY
+from .runs import Pairs
+
+__all__ = ["fusion_grid", "split_figure"]
+
+
+def _zoom_window(a8: np.ndarray, b8: np.ndarray, size: int) -> tuple[int, int]:
+    """Top-left corner of the ``size`` x ``size`` window with the most gradient in both sources."""
+    g = np.zeros(a8.shape, dtype=np.float64)
+    for x in (a8.astype(np.float64), b8.astype(np.float64)):
+        gy, gx = np.gradient(x)
+        g += np.hypot(gx, gy) / (x.std() + 1e-6)
+    h, w = g.shape
+    best, corner, step = -1.0, (0, 0), max(1, size // 4)
+    for top in range(0, max(1, h - size + 1), step):
+        for left in range(0, max(1, w - size + 1), step):
+            v = g[top : top + size, left : left + size].sum()
+            if v > best:
+                best, corner = v, (top, left)
+    return corner
+
+
+def _draw_pair(axes: np.ndarray, p: int, pair: tuple, labels: list[str], columns: dict) -> None:
+    """Row ``2 p`` of ``axes``: the pair's sources and fused images with the zoom window marked;
+    row ``2 p + 1``: the zoomed crops."""
+    from matplotlib import patches
+
+    a, b, name = pair
+    a8, b8 = to_uint8(a), to_uint8(b)
+    size = max(16, min(a8.shape) // 4)
+    top, left = _zoom_window(a8, b8, size)
+    imgs = [a8, b8, *(columns[c][name] for c in columns)]
+    for c, (lab, img) in enumerate(zip(labels, imgs)):
+        ax, axz = axes[2 * p, c], axes[2 * p + 1, c]
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255)
+        ax.add_patch(
+            patches.Rectangle(
+                (left - 0.5, top - 0.5), size, size, fill=False, edgecolor="red", linewidth=0.8
+            )
+        )
+        axz.imshow(
+            img[top : top + size, left : left + size],
+            cmap="gray",
+            vmin=0,
+            vmax=255,
+            interpolation="nearest",
+        )
+        if p == 0:
+            ax.set_title(lab, fontsize=7)
+        if c == 0:
+            ax.set_ylabel(Path(name).stem, fontsize=7)
+            axz.set_ylabel("zoom", fontsize=7)
+        for x in (ax, axz):
+            x.set_xticks([])
+            x.set_yticks([])
+
+
+def _save_png(fig, path: str, colors: int = 96) -> None:
+    """Save the figure ``fig`` as a PNG with an adaptive palette: grey images and red boxes need
+    few colours, and the file becomes a fraction of the size (the figures are committed)."""
+    from PIL import Image
+
+    fig.savefig(path, dpi=72, format="png")
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    small.save(path, format="PNG", optimize=True)
+
+
+def fusion_grid(
+    pairs: Pairs, columns: dict[str, dict[str, np.ndarray]], path: str | os.PathLike, title: str
+) -> Path:
+    """Save a grid: for each pair, a row of full images (MRI, CT, each method's fusion) with
+    the zoom window marked, then a row of the zoomed crops. ``columns``: label -> pair -> 8-bit."""
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
+
+    labels = ["MRI", "CT", *columns]
+    ncol, nrow = len(labels), 2 * len(pairs)
+    fig = Figure(figsize=(1.45 * ncol, 1.5 * nrow))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
+    for p, pair in enumerate(pairs):
+        _draw_pair(axes, p, pair, labels, columns)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return atomic_write(path, lambda tmp: _save_png(fig, tmp))
+
+
+def split_figure(sr: SplitRuns, out: str | os.PathLike) -> Path:
+    """``fusion_grid_<split>.png`` in ``out``: three test pairs spread over the split, by the
+    baselines, DILRAN as in the paper and the best variant."""
+    pairs = sr.pairs
+    idx = np.linspace(0, len(pairs) - 1, min(3, len(pairs))).round().astype(int)
+    shown = [pairs[i] for i in dict.fromkeys(idx.tolist())]
+    cols = {
+        "average": sr.runs[(None, "average")].fused,
+        "maximum": sr.runs[(None, "max")].fused,
+        "Laplacian": sr.runs[(None, "laplacian")].fused,
+    }
+    paper_w = sr.plan["paper_model"]
+    if paper_w:
+        cols["DILRAN paper\n(sfnn-max)"] = sr.runs[(paper_w, PAPER_STRATEGY)].fused
+    if sr.selection:
+        bw, bs = sr.selection["weights"], sr.selection["strategy"]
+        cols[f"best: {bs}\n({bw})"] = sr.runs[(bw, bs)].fused
+    title = f"{sr.data_label}; zoomed crops below each row"
+    return fusion_grid(shown, cols, Path(out) / f"fusion_grid_{sr.split}.png", title)
