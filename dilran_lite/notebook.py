@@ -51,8 +51,14 @@ def default_weights(quick: bool | None = None) -> str:
 
 
 def atlas_present(pairs: str = "mri-ct") -> bool:
-    """True when the ``pairs`` atlas folder is found where the loaders look for it."""
-    return _is_dataset_folder(dataset_dir(pairs), pairs)
+    """True when the ``pairs`` atlas folder is found where the loaders look for it, with as many
+    PNG files in each modality folder as the manifest lists (a download that failed part-way
+    leaves fewer)."""
+    folder = dataset_dir(pairs)
+    if not _is_dataset_folder(folder, pairs):
+        return False
+    listed = [rel.split("/", 1)[0] for rel in load_manifest(pairs)["sha256"]]
+    return all(sum(1 for _ in (folder / m).glob("*.png")) >= listed.count(m) for m in PAIRS[pairs])
 
 
 def _gpu() -> bool:

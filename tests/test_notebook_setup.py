@@ -144,3 +144,19 @@ def test_widget_ids_renumbered_in_order() -> None:
     assert new_state[one]["state"]["children"] == [f"IPY_MODEL_{two}"]
     model = out.cells[0].outputs[0].data["application/vnd.jupyter.widget-view+json"]
     assert model["model_id"] == one
+
+
+def test_partial_atlas_is_not_the_atlas(no_atlas: Path, shared_data: Path, monkeypatch) -> None:
+    """A download that stopped part-way leaves the folders and a few files: the chapter does not
+    claim the atlas, and fetches again."""
+    from dilran_lite.download import load_manifest
+    from dilran_lite.notebook import atlas_present
+
+    man = load_manifest("mri-ct")
+    for rel in list(man["sha256"])[:3] + list(man["sha256"])[-3:]:  # a few CT and MRI files
+        dst = no_atlas / man["dataset"] / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes((shared_data / man["dataset"] / rel).read_bytes())
+    assert not atlas_present("mri-ct")
+    monkeypatch.setenv("DILRAN_FETCH", "0")
+    assert setup()["data"] == "phantom"
