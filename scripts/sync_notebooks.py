@@ -57,6 +57,7 @@ if "google.colab" in sys.modules and "dilran_lite" not in sys.modules:
             return [f"SetupFailed: {{self}}"]
 
     SOURCE = INSTALL or "dilran-lite @ git+{url}@{branch}"
+    print(f"Installing dilran-lite from {{SOURCE}} ...")
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", SOURCE],
                          capture_output=True, text=True)
     importlib.invalidate_caches()

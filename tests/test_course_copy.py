@@ -58,7 +58,8 @@ def test_failed_install_stops_with_one_line(sync, tmp_path: Path) -> None:
     (line,) = errors[0].traceback  # one line, no traceback
     assert line.startswith(f"SetupFailed: could not install dilran-lite from {missing!r}")
     assert "set INSTALL to a wheel URL" in line and "course's copy" in line
-    assert not any(o.output_type == "stream" for o in outputs)  # setup() did not run
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert printed == f"Installing dilran-lite from {missing} ...\n"  # setup() did not run
     assert nb.cells[2].outputs == [] and nb.cells[2].get("execution_count") is None
 
 
