@@ -4,10 +4,11 @@
 ``scripts/sync_notebooks.py``). It prints the mode (quick or full) and how to switch, makes sure
 the atlas pairs the chapter reads are on the machine (fetching them with the verified downloader
 of :mod:`dilran_lite.download` when they are not), and ends with one line that says how the page
-was executed. Offline, it warns and the chapter runs on the synthetic phantom.
+was executed. Offline, it warns once per session and the chapter runs on the synthetic phantom.
 
-Environment: ``DILRAN_QUICK`` (quick mode), ``DILRAN_MIRROR`` (a mirror laid out like the data
-root, passed to ``download_atlas(base_url=...)``), ``DILRAN_FETCH=0`` (never download).
+Environment: ``DILRAN_QUICK`` (quick mode; unset: quick without a GPU, full with one),
+``DILRAN_MIRROR`` (a mirror laid out like the data root, passed to
+``download_atlas(base_url=...)``), ``DILRAN_FETCH=0`` (never download).
 """
 
 from __future__ import annotations
@@ -17,15 +18,28 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+import torch
+
 from . import __version__
 from .data import DATASET_DIRS, PAIRS, dataset_dir, is_dataset_folder
-from .download import DownloadError, download_atlas
-from .settings import fetch_allowed
+from .download import DownloadError, download_atlas, load_manifest
+from .settings import MIRROR_VAR, choose_quick_mode, fetch_allowed, quick_mode_chosen
 from .settings import mirror as mirror_url
 from .utils import quick_mode
 
-__all__ = ["on_colab", "default_weights", "atlas_present", "run_info", "describe", "setup"]
+__all__ = [
+    "on_colab",
+    "default_weights",
+    "atlas_present",
+    "run_info",
+    "describe",
+    "mode_line",
+    "setup",
+]
 
+#: this session: ``warned`` once a download failed (the offline warning is given once);
+#: ``picked``: the mode setup() chose from the hardware ("quick"/"full"), None if the reader chose
+_SESSION: dict = {"warned": False, "picked": None}
 
 
 def on_colab() -> bool:
@@ -39,14 +53,24 @@ def default_weights(quick: bool | None = None) -> str:
 
 
 def atlas_present(pairs: str = "mri-ct") -> bool:
-    """True when the ``pairs`` atlas folder is found where the loaders look for it."""
-    return is_dataset_folder(dataset_dir(pairs), pairs)
+    """True when the ``pairs`` atlas folder is found where the loaders look for it, with as many
+    PNG files in each modality folder as the manifest lists (a download that failed part-way
+    leaves fewer)."""
+    folder = dataset_dir(pairs)
+    if not is_dataset_folder(folder, pairs):
+        return False
+    listed = [rel.split("/", 1)[0] for rel in load_manifest(pairs)["sha256"]]
+    return all(sum(1 for _ in (folder / m).glob("*.png")) >= listed.count(m) for m in PAIRS[pairs])
+
+
+def _gpu() -> bool:
+    return bool(torch.cuda.is_available())
 
 
 def _device_name() -> str:
     import torch
 
-    if torch.cuda.is_available():
+    if _gpu():
         return f"GPU ({torch.cuda.get_device_name(0)})"
     return "CPU"
 
@@ -84,37 +108,58 @@ def _fetch_wanted() -> bool:
     return fetch_allowed()
 
 
-def _fetch(pairs: str) -> bool:
-    """Download the ``pairs`` atlas (verified); False, with a visible warning, when it fails."""
-    mirror = mirror_url()
-    try:
-        download_atlas(pairs=pairs, base_url=mirror, timeout=15.0)
-    except DownloadError as err:
-        warnings.warn(
-            f"could not download the {pairs} atlas ({err}). This chapter runs on the synthetic "
-            "phantom: its pictures and numbers are not those of the atlas.",
-            stacklevel=3,
+def mode_line() -> str:
+    """Pick the mode when ``DILRAN_QUICK`` is unset (quick without a GPU, full on one) and say
+    in one line which mode runs, why, and how to ask for the other."""
+    if not quick_mode_chosen():
+        choose_quick_mode(not _gpu())
+        _SESSION["picked"] = "quick" if quick_mode() else "full"
+    chosen = _SESSION["picked"] != ("quick" if quick_mode() else "full")
+    if quick_mode():
+        why = "DILRAN_QUICK=1" if chosen else "no GPU here, and DILRAN_QUICK is not set"
+        return (
+            f"Quick mode ({why}): small, fast runs. For the full chapter (slow on a CPU), set "
+            'os.environ["DILRAN_QUICK"] = "0" in the setup cell and run the notebook again.'
         )
+    why = "DILRAN_QUICK=0" if chosen else "a GPU is here"
+    return (
+        f"Full mode ({why}): the chapter's real runs. For small, fast runs, set "
+        'os.environ["DILRAN_QUICK"] = "1" in the setup cell and run the notebook again.'
+    )
+
+
+def _fetch(pairs: str) -> bool:
+    """Download the ``pairs`` atlas (verified); False when it fails, with one short warning the
+    first time in this session."""
+    try:
+        download_atlas(pairs=pairs, base_url=mirror_url(), timeout=15.0)
+    except DownloadError:
+        if not _SESSION["warned"]:
+            _SESSION["warned"] = True
+            source = mirror_url() or "the atlas's source"
+            warnings.warn(
+                f"could not download the atlas from {source}: this session runs on the synthetic "
+                f"phantom (not the atlas's pictures and numbers). Set {MIRROR_VAR} (MIRROR in the "
+                "setup cell) to a copy of the atlas, then run the notebook again.",
+                stacklevel=3,
+            )
         return False
     return True
 
 
+def _pairs_count(pairs: str) -> int:
+    return len(load_manifest(pairs)["sha256"]) // len(PAIRS[pairs])
+
+
 def setup(pairs: Sequence[str] = ("mri-ct",), fetch: bool | None = None) -> dict:
-    """Print the mode and how to switch, fetch the missing ``pairs`` atlases (unless ``fetch`` is
-    False or ``DILRAN_FETCH=0``), print how the page runs; return :func:`run_info`'s dict."""
+    """Print the mode (picked from the hardware when ``DILRAN_QUICK`` is unset) and how to switch,
+    fetch the missing ``pairs`` atlases (unless ``fetch`` is False or ``DILRAN_FETCH=0``), print
+    how the page runs; return :func:`run_info`'s dict. After one failed download the other
+    atlases are not tried (the phantom is used)."""
     for p in pairs:
         if p not in PAIRS:
             raise ValueError(f"unknown pairs {p!r}: choose from {', '.join(PAIRS)}")
-    if quick_mode():
-        print(
-            "Quick mode (DILRAN_QUICK=1): small, fast runs. For the full chapter, set "
-            'os.environ["DILRAN_QUICK"] = "0" in the setup cell and run the notebook again.'
-        )
-    else:
-        print(
-            "Full mode: the chapter's real runs (slow on a CPU). For small, fast runs, uncomment "
-            "the DILRAN_QUICK line of the setup cell and run the notebook again."
-        )
+    print(mode_line())
     fetch = _fetch_wanted() if fetch is None else fetch
     for p in pairs:
         if atlas_present(p):
@@ -122,8 +167,10 @@ def setup(pairs: Sequence[str] = ("mri-ct",), fetch: bool | None = None) -> dict
         if not fetch:
             print(f"No {DATASET_DIRS[p]} atlas here: this chapter uses the synthetic phantom.")
             continue
-        print(f"Fetching the {DATASET_DIRS[p]} atlas (each file checked against its SHA-256):")
-        _fetch(p)
+        n = _pairs_count(p)
+        print(f"Fetching the {DATASET_DIRS[p]} atlas ({n} pairs, {n * len(PAIRS[p])} files, each "
+              "checked against its SHA-256):")  # fmt: skip
+        fetch = _fetch(p)
     info = run_info(pairs)
     print(describe(info))
     return info

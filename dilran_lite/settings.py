@@ -1,7 +1,8 @@
 """The one reader of the environment: every ``DILRAN_*`` variable the package honours.
 
 =====================  =========================================================================
-``DILRAN_QUICK``       1: quick mode (small, fast runs: CI, CPUs, impatient readers)
+``DILRAN_QUICK``       1: quick mode (small, fast runs: CI, CPUs, impatient readers);
+                       unset: a chapter's setup picks quick mode without a GPU, else full
 ``DILRAN_SOLUTIONS``   1: the notebooks' solution cells run (the exercise checks' own tests)
 ``DILRAN_DATA``        the data root (the folder that holds ``harvard-mri-ct/`` ...)
 ``DILRAN_FETCH``       0: notebooks never download the atlas (they use the phantom)
@@ -25,6 +26,8 @@ __all__ = [
     "GIT_COMMIT_VAR",
     "flag",
     "quick_mode",
+    "quick_mode_chosen",
+    "choose_quick_mode",
     "solutions_enabled",
     "data_root_override",
     "fetch_allowed",
@@ -65,6 +68,16 @@ def quick_mode() -> bool:
     continuous integration can run every chapter on two CPU cores.
     """
     return flag(QUICK_VAR)
+
+
+def quick_mode_chosen() -> bool:
+    """True when ``DILRAN_QUICK`` holds a yes/no value (the reader chose a mode)."""
+    return _get(QUICK_VAR).lower() in _TRUE | _FALSE
+
+
+def choose_quick_mode(quick: bool) -> None:
+    """Set ``DILRAN_QUICK`` for this process (what :func:`quick_mode` reads from now on)."""
+    os.environ[QUICK_VAR] = "1" if quick else "0"
 
 
 def solutions_enabled() -> bool:

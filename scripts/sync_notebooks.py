@@ -7,10 +7,12 @@ Usage:
 What it writes:
 - in every chapter notebook (notebooks/NN_*.ipynb): the first cell (markdown, tag `remove-cell`),
   the Open-in-Colab badge; and the setup cell after the title (code, tag `remove-input`), from
-  SETUP_TEMPLATE: on Colab it installs the package (from the repository, or from WHEEL when a
-  course sets one), then `dilran_lite.notebook.setup()` says which mode runs and how to switch,
+  SETUP_TEMPLATE: on Colab it installs the package (from the repository, or from INSTALL when a
+  course copy sets one: scripts/make_course.py) and imports it, and stops with one line saying
+  what was tried and what to do when that fails; MIRROR (a course's DILRAN_MIRROR) is set; then
+  `dilran_lite.notebook.setup()` says which mode runs and how to switch,
   fetches the atlas (or says the phantom is used) and prints how the page was executed.
-  The setup cell keeps its outputs when its source does not change.
+  The setup cell keeps its outputs while its `RUN = setup(...)` line does not change.
 - in README.md, book/running.md and notebooks/_chapter_template.md: every `git clone URL`,
   `git+URL@BRANCH` and Colab link, rewritten to the configured URL and branch, and every copy of
   the setup cell (a ```python block starting `# Setup. On Colab:`), regenerated.
@@ -19,6 +21,7 @@ What it writes:
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import sys
@@ -37,15 +40,38 @@ COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 BADGE_TEMPLATE = "[![Open In Colab]({badge})]({colab}/notebooks/{name})"
 
 SETUP_TEMPLATE = """\
-# Setup. On Colab: install dilran-lite (from WHEEL when a course hosts its own copy).
+# Setup. On Colab: install dilran-lite from INSTALL (a course copy sets it), then import it.
 import os
 import sys
 
-WHEEL = ""  # a wheel URL or path; empty: install from the repository
-if "google.colab" in sys.modules:
-    PACKAGE = WHEEL or "dilran-lite @ git+{url}@{branch}"
-    %pip install -q "{{PACKAGE}}"
-# os.environ["DILRAN_QUICK"] = "1"  # quick mode: small, fast runs (uncomment, then run again)
+INSTALL = {install}  # a wheel URL, a package name or "name @ git+URL"; empty: the repository
+MIRROR = {mirror}  # a copy of the atlas (DILRAN_MIRROR); empty: the atlas's own source
+if MIRROR:
+    os.environ["DILRAN_MIRROR"] = MIRROR
+if "google.colab" in sys.modules and "dilran_lite" not in sys.modules:
+    import importlib
+    import subprocess
+
+    class SetupFailed(Exception):
+        def _render_traceback_(self):
+            return [f"SetupFailed: {{self}}"]
+
+    SOURCE = INSTALL or "dilran-lite @ git+{url}@{branch}"
+    print(f"Installing dilran-lite from {{SOURCE}} ...")
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", SOURCE],
+                         capture_output=True, text=True)
+    importlib.invalidate_caches()
+    try:
+        if pip.returncode != 0:
+            said = [ln for ln in pip.stderr.splitlines() if ln.startswith("ERROR")]
+            raise ImportError((said or pip.stderr.strip().splitlines() or ["pip failed"])[-1])
+        import dilran_lite  # noqa: F401
+    except ImportError as err:
+        raise SetupFailed(
+            f"could not install dilran-lite from {{SOURCE!r}} ({{err}}). Check that address, "
+            "or set INSTALL to a wheel URL, or use your course's copy of the notebooks."
+        ) from None
+# os.environ["DILRAN_QUICK"] = "0"  # full mode on a CPU (slow); "1": quick mode on a GPU
 
 from dilran_lite.notebook import setup
 
@@ -81,9 +107,19 @@ def chapter_pairs(nb: nbformat.NotebookNode) -> tuple[str, ...]:
     return ("mri-ct", *extra)
 
 
-def setup_source(url: str, branch: str, pairs: tuple[str, ...]) -> str:
+def setup_source(
+    url: str, branch: str, pairs: tuple[str, ...], install: str = "", mirror: str = ""
+) -> str:
+    """The setup cell's source; ``install`` and ``mirror`` are a course copy's settings."""
     arg = "" if pairs == ("mri-ct",) else "pairs=(" + ", ".join(f'"{p}"' for p in pairs) + ")"
-    return SETUP_TEMPLATE.format(url=url, branch=branch, pairs=arg)
+    return SETUP_TEMPLATE.format(
+        url=url, branch=branch, pairs=arg, install=json.dumps(install), mirror=json.dumps(mirror)
+    )
+
+
+def _run_line(source: str) -> str:
+    """The ``RUN = setup(...)`` line of a setup cell (what makes its outputs)."""
+    return next((ln for ln in source.splitlines() if ln.startswith("RUN = ")), "")
 
 
 def _is_setup(cell) -> bool:
@@ -121,9 +157,10 @@ def sync_notebook(path: Path, url: str, branch: str) -> bool:
         cell = nbformat.v4.new_code_cell()
         nb.cells.insert(2 if len(nb.cells) > 1 else 1, cell)
     if cell.source != source:
+        if _run_line(cell.source) != _run_line(source):
+            cell.outputs = []  # the outputs come from setup(): kept while its call is unchanged
+            cell.execution_count = None
         cell.source = source
-        cell.outputs = []
-        cell.execution_count = None
     cell.metadata[SETUP_KEY] = {"pairs": list(pairs)}
     _set_tags(cell, ["remove-input"])
 

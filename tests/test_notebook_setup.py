@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from dilran_lite import __version__
+from dilran_lite import __version__, notebook
 from dilran_lite.notebook import default_weights, describe, run_info, setup
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,6 +20,8 @@ def no_atlas(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("DILRAN_DATA", str(tmp_path / "data"))
     monkeypatch.delenv("DILRAN_MIRROR", raising=False)
     monkeypatch.delenv("DILRAN_FETCH", raising=False)
+    monkeypatch.delenv("DILRAN_QUICK", raising=False)  # restored after the test, even if set
+    monkeypatch.setattr(notebook, "_SESSION", {"warned": False, "picked": None})
     return tmp_path / "data"
 
 
@@ -45,12 +48,57 @@ def test_setup_without_fetch_says_phantom(no_atlas: Path, monkeypatch, capsys) -
     assert not no_atlas.exists()
 
 
-def test_setup_offline_warns_and_uses_phantom(no_atlas: Path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize(
+    ("gpu", "quick", "mode", "line"),
+    [
+        (False, None, "quick", "Quick mode (no GPU here, and DILRAN_QUICK is not set)"),
+        (True, None, "full", "Full mode (a GPU is here)"),
+        (False, "0", "full", "Full mode (DILRAN_QUICK=0)"),
+        (True, "1", "quick", "Quick mode (DILRAN_QUICK=1)"),
+    ],
+    ids=["cpu-unset", "gpu-unset", "cpu-asks-full", "gpu-asks-quick"],
+)
+def test_mode_fits_the_hardware(no_atlas, monkeypatch, capsys, gpu, quick, mode, line) -> None:
+    """DILRAN_QUICK unset: quick mode without a GPU, full mode with one, and the first line says
+    why and how to ask for the other; a value the reader set always wins."""
+    monkeypatch.setattr(notebook, "_gpu", lambda: gpu)
+    monkeypatch.setattr(notebook, "_device_name", lambda: "GPU (test)" if gpu else "CPU")
+    if quick is not None:
+        monkeypatch.setenv("DILRAN_QUICK", quick)
+    for _ in range(2):  # the second run of the setup cell says the same
+        info = setup(fetch=False)
+        first = capsys.readouterr().out.splitlines()[0]
+        assert info["mode"] == mode and first.startswith(line + ":")
+        other = "0" if mode == "quick" else "1"
+        assert f'os.environ["DILRAN_QUICK"] = "{other}"' in first
+    assert notebook.quick_mode() is (mode == "quick")  # what the chapter's later cells read
+
+
+def test_setup_offline_warns_once_and_uses_phantom(no_atlas: Path, monkeypatch, capsys) -> None:
+    """Offline: one short warning per session naming DILRAN_MIRROR; the other atlases are not
+    tried after the first fails, and a second setup() does not warn again."""
+    monkeypatch.setenv("DILRAN_QUICK", "1")
     monkeypatch.setenv("DILRAN_MIRROR", "http://127.0.0.1:9/")  # nothing listens there
-    with pytest.warns(UserWarning, match="runs on the synthetic phantom"):
-        info = setup(pairs=("mri-ct",))
+    tried = []
+    real = notebook.download_atlas
+    monkeypatch.setattr(notebook, "download_atlas", lambda **kw: tried.append(kw) or real(**kw))
+    with pytest.warns(UserWarning) as caught:
+        info = setup(pairs=("mri-ct", "mri-pet"))
+    (warning,) = [w for w in caught if "DILRAN_MIRROR" in str(w.message)]
+    text = str(warning.message)
+    assert "runs on the synthetic phantom" in text and "http://127.0.0.1:9/" in text
+    assert len(text) < 300
+    assert [kw["pairs"] for kw in tried] == ["mri-ct"]
     assert info["data"] == "phantom"
-    assert capsys.readouterr().out.splitlines()[-1] == describe(info)
+    out = capsys.readouterr().out.splitlines()
+    assert any(
+        ln.startswith("Fetching the harvard-mri-ct atlas (184 pairs, 368 files") for ln in out
+    )
+    assert "No harvard-mri-pet atlas here" in "\n".join(out)
+    assert out[-1] == describe(info)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup(pairs=("mri-ct",))  # a second chapter in the same session: no second warning
 
 
 def test_setup_fetches_from_a_mirror(no_atlas: Path, shared_data: Path, monkeypatch) -> None:
@@ -96,3 +144,19 @@ def test_widget_ids_renumbered_in_order() -> None:
     assert new_state[one]["state"]["children"] == [f"IPY_MODEL_{two}"]
     model = out.cells[0].outputs[0].data["application/vnd.jupyter.widget-view+json"]
     assert model["model_id"] == one
+
+
+def test_partial_atlas_is_not_the_atlas(no_atlas: Path, shared_data: Path, monkeypatch) -> None:
+    """A download that stopped part-way leaves the folders and a few files: the chapter does not
+    claim the atlas, and fetches again."""
+    from dilran_lite.download import load_manifest
+    from dilran_lite.notebook import atlas_present
+
+    man = load_manifest("mri-ct")
+    for rel in list(man["sha256"])[:3] + list(man["sha256"])[-3:]:  # a few CT and MRI files
+        dst = no_atlas / man["dataset"] / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes((shared_data / man["dataset"] / rel).read_bytes())
+    assert not atlas_present("mri-ct")
+    monkeypatch.setenv("DILRAN_FETCH", "0")
+    assert setup()["data"] == "phantom"

@@ -4,6 +4,7 @@ executed in full mode on the atlas (`make execute`), with the page saying so."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -87,3 +88,63 @@ def test_committed_outputs_are_full_mode_on_the_atlas(path: Path) -> None:
     text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert lines and lines[-1] == describe(info), f"{path.name}: setup output {lines[-1:]}"
+
+
+ANY_ROLE = re.compile(r"\{[a-z][\w:-]*\}`")
+LINK = re.compile(r"\]\(([^()\s]+)\)")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_no_myst_role_in_markdown_cells(path: Path) -> None:
+    """Jupyter and Colab show a MyST role as raw text: the chapters use plain Markdown links
+    (`python scripts/rewrite_roles.py` rewrites them)."""
+    nb = nbformat.read(path, as_version=4)
+    bad = [
+        (i, m.group(0))
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "markdown"
+        for m in ANY_ROLE.finditer(c.source)
+    ]
+    assert bad == [], f"{path.name}: MyST roles in markdown cells (index, role): {bad[:5]}"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=IDS)
+def test_relative_links_resolve_in_the_book(path: Path) -> None:
+    """Every relative link of a markdown cell names a file that exists; a page link names a
+    page of the book (`_toc.yml`), with no #anchor (the book resolves only heading anchors, and
+    `myst_heading_anchors` is off: an anchor is a build warning)."""
+    toc = (REPO / "_toc.yml").read_text(encoding="utf-8")
+    nb = nbformat.read(path, as_version=4)
+    targets = {
+        t
+        for c in nb.cells
+        if c.cell_type == "markdown"
+        for t in LINK.findall(c.source)
+        if not re.match(r"[a-z]+:", t) and not t.startswith("#") and "/" in t
+    }
+    for target in sorted(targets):
+        file, _, anchor = target.partition("#")
+        page = (path.parent / file).resolve()
+        assert page.is_file(), f"{path.name}: link to {target}, no such file"
+        if page.suffix in (".md", ".ipynb"):
+            doc = page.relative_to(REPO).with_suffix("").as_posix()
+            assert f"file: {doc}\n" in toc, f"{path.name}: {target} is not a page of the book"
+            assert not anchor, f"{path.name}: {target}: the book does not resolve that anchor"
+
+
+def test_rewrite_roles_known_values() -> None:
+    roles = _script("rewrite_roles")
+    text = (
+        "{term}`MRI`, {term}`dilated convolutions <Dilated convolution>`, "
+        "{cite:p}`simonyan2015vgg,summers2003atlas`, {cite:t}`zhou2022dilran`, "
+        "{doc}`../book/released_code`, {ref}`data-location`."
+    )
+    assert roles.rewrite(text) == (
+        "[MRI](../book/glossary.md), [dilated convolutions](../book/glossary.md), "
+        "([Simonyan and Zisserman 2015](../book/references.md); "
+        "[Summers 2003](../book/references.md)), [Zhou et al. (2022)](../book/references.md), "
+        "[The released DILRAN code, measured](../book/released_code.md), "
+        "[Where the data lives](../book/running.md)."
+    )
+    with pytest.raises(SystemExit, match="not in book/references.bib"):
+        roles.rewrite("{cite:p}`nobody1900`")

@@ -8,6 +8,12 @@ chapter: copy the notebook alone into an empty folder and execute it in quick mo
 venv's Python, HOME and caches in an empty temp folder, DILRAN_DATA unset, and DILRAN_MIRROR
 pointing at the local server: the chapter's setup cell fetches the atlas itself.
 
+Colab-like, from a course copy (scripts/make_course.py, install source: the wheel; mirror: the
+local server): a bare venv with pip that sees this environment's packages but no dilran-lite, and a
+kernel where `google.colab` is imported; the setup cell installs the wheel with pip and the chapter
+runs to its end; with an install source that does not exist, it stops in the setup cell with one
+line and nothing after it runs.
+
 Times per chapter go to _build/standalone-times.json. Needs the atlas beside the checkout (skipped
 otherwise, e.g. under `make test NO_ATLAS=1`).
 """
@@ -74,18 +80,25 @@ def mirror(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with the wheel of this checkout installed; its Python."""
-    base = tmp_path_factory.mktemp("standalone")
-    wheels = base / "wheels"
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of this checkout."""
+    wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
          "-w", str(wheels), str(REPO)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
-    wheel = next(wheels.glob("dilran_lite-*.whl"))
-    venv = base / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    return next(wheels.glob("dilran_lite-*.whl"))
+
+
+def _bare_venv(venv: Path, with_pip: bool = False, deps: Path | None = None) -> Path:
+    """A venv that sees the running environment's dependencies through a path entry (not its
+    editable dilran_lite; ``deps``: that folder instead of the environment's site-packages);
+    its Python."""
+    subprocess.run(
+        [sys.executable, "-m", "venv", *([] if with_pip else ["--without-pip"]), str(venv)],
+        check=True,
+    )
     python = venv / "bin" / "python"
     site = Path(
         subprocess.run(
@@ -93,7 +106,16 @@ def fresh_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
             check=True, capture_output=True, text=True,
         ).stdout.strip()
     )  # fmt: skip
-    (site / "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (site / "_dependencies.pth").write_text(str(deps or sysconfig.get_paths()["purelib"]) + "\n")
+    return python
+
+
+@pytest.fixture(scope="session")
+def fresh_python(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the wheel of this checkout installed; its Python."""
+    base = tmp_path_factory.mktemp("standalone")
+    venv = base / "venv"
+    python = _bare_venv(venv)
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
          "--ignore-installed", "--no-warn-script-location", str(wheel)],
@@ -153,3 +175,78 @@ def test_chapter_runs_standalone(chapter: Path, fresh_python: Path, mirror: str,
     setup = next(c for c in nb.cells if "dilran_setup" in c.metadata)
     text = "".join(o.get("text", "") for o in setup.outputs if o.get("output_type") == "stream")
     assert "Executed in quick mode on the Harvard atlas" in text, text[-2000:]
+
+
+STAND_IN = "import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')\n"
+
+
+@pytest.fixture(scope="session")
+def colab_deps(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What Colab preinstalls, as far as this environment has it: its site-packages without
+    dilran-lite (links to every other entry), so that pip sees no dilran-lite installed."""
+    view = tmp_path_factory.mktemp("colab-site")
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        name = entry.name.lower()
+        if not name.startswith(("dilran_lite", "__editable__", "_dilran")):
+            (view / entry.name).symlink_to(entry)
+    return view
+
+
+def _course_run(chapter, wheel_or_source, mirror, colab_deps, tmp_path):
+    """Make the course copy (install source, mirror), run ``chapter`` from it (outputs cleared)
+    alone in a bare venv with pip, in a kernel where ``google.colab`` is imported (an IPython
+    startup file)."""
+    python = _bare_venv(tmp_path / "venv", with_pip=True, deps=colab_deps)
+    copy = tmp_path / "course"
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_course.py"), "--out", str(copy),
+         "--install", str(wheel_or_source), "--mirror", mirror, "--config", "/nonexistent"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    work = tmp_path / "work"
+    work.mkdir()
+    nb = nbformat.read(copy / chapter.name, as_version=4)
+    for cell in nb.cells:  # cleared, so that what runs is seen
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(nb, work / chapter.name)
+    env = _clean_env(tmp_path / "home", mirror)
+    env["PATH"] = f"{python.parent}:{env['PATH']}"
+    startup = tmp_path / "home" / ".ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-colab.py").write_text(STAND_IN)
+    out = tmp_path / "executed.ipynb"
+    proc = subprocess.run(
+        [str(python), "-c", RUNNER, str(work / chapter.name), str(out), str(work)],
+        cwd=work, env=env, capture_output=True, text=True, timeout=TIMEOUT_S,
+    )  # fmt: skip
+    return proc, nbformat.read(out, as_version=4)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[f"course-{p.stem}" for p in CHAPTERS])
+def test_course_copy_runs_on_colab(chapter, wheel, mirror, colab_deps, tmp_path) -> None:
+    """Colab-like: the course copy's setup cell installs the wheel with pip, imports it, and the
+    chapter runs to its end on the atlas fetched from the course's mirror."""
+    proc, nb = _course_run(chapter, wheel, mirror, colab_deps, tmp_path)
+    log = ANSI.sub("", proc.stdout + proc.stderr)
+    assert proc.returncode == 0, f"{chapter.name} failed from the course copy:\n{log[-4000:]}"
+    setup = next(c for c in nb.cells if "dilran_setup" in c.metadata)
+    text = "".join(o.get("text", "") for o in setup.outputs if o.get("output_type") == "stream")
+    assert "Executed in quick mode on the Harvard atlas" in text, text[-2000:]
+
+
+def test_course_copy_stops_on_a_bad_install_source(wheel, mirror, colab_deps, tmp_path) -> None:
+    """An install source that does not exist: the setup cell stops with the one line, and no
+    cell after it runs."""
+    chapter = CHAPTERS[0]
+    missing = tmp_path / "nowhere" / wheel.name
+    proc, nb = _course_run(chapter, missing, mirror, colab_deps, tmp_path)
+    assert proc.returncode != 0
+    index = next(i for i, c in enumerate(nb.cells) if "dilran_setup" in c.metadata)
+    errors = [o for o in nb.cells[index].outputs if o.get("output_type") == "error"]
+    assert len(errors) == 1 and errors[0]["ename"] == "SetupFailed"
+    (line,) = errors[0]["traceback"]  # one line, no traceback
+    assert line.startswith(f"SetupFailed: could not install dilran-lite from {str(missing)!r}")
+    assert "set INSTALL to a wheel URL" in line
+    later = [c for c in nb.cells[index + 1 :] if c.cell_type == "code"]
+    assert later and all(not c.outputs and c.get("execution_count") is None for c in later)

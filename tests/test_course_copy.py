@@ -1,0 +1,131 @@
+"""The setup cell on Colab (a stand-in ``google.colab``): a failed install stops the notebook with
+one line; and the course copies of scripts/make_course.py carry a course's install source and
+mirror in every setup cell, leaving the book's notebooks alone."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHAPTERS = sorted((REPO / "notebooks").glob("[0-9]*.ipynb"))
+STAND_IN = "import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def sync():
+    return _script("sync_notebooks")
+
+
+def _run(cells: list[str], folder: Path) -> tuple[nbformat.NotebookNode, Exception | None]:
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
+    try:
+        client.execute()
+    except CellExecutionError as err:
+        return nb, err
+    return nb, None
+
+
+def test_failed_install_stops_with_one_line(sync, tmp_path: Path) -> None:
+    """An install source that does not exist: the setup cell ends in one error line naming it
+    and what to do, and the cell after it never runs."""
+    missing = str(tmp_path / "nowhere" / "dilran_lite-0.0.0-py3-none-any.whl")
+    url, branch = sync.config()
+    setup = sync.setup_source(url, branch, ("mri-ct",), install=missing)
+    nb, err = _run([STAND_IN, setup, "print('the next cell ran')"], tmp_path)
+    assert err is not None, "the notebook ran to its end"
+    outputs = nb.cells[1].outputs
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert len(errors) == 1 and errors[0].ename == "SetupFailed"
+    (line,) = errors[0].traceback  # one line, no traceback
+    assert line.startswith(f"SetupFailed: could not install dilran-lite from {missing!r}")
+    assert "set INSTALL to a wheel URL" in line and "course's copy" in line
+    printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert printed == f"Installing dilran-lite from {missing} ...\n"  # setup() did not run
+    assert nb.cells[2].outputs == [] and nb.cells[2].get("execution_count") is None
+
+
+def test_setup_cell_never_forces_colab_packages(sync) -> None:
+    """Colab's torch and ipywidgets are never upgraded or reinstalled by the setup cell."""
+    source = sync.setup_source(*sync.config(), ("mri-ct",), install="x.whl", mirror="http://m/")
+    for flag in ("--upgrade", "-U ", "--force-reinstall", "--no-deps", "%pip"):
+        assert flag not in source
+    compile(source, "setup", "exec")  # plain Python: no IPython magic
+    assert 'INSTALL = "x.whl"' in source and 'MIRROR = "http://m/"' in source
+
+
+@pytest.fixture(scope="module")
+def make_course():
+    return _script("make_course")
+
+
+def _setup_source(nb) -> str:
+    return next(c.source for c in nb.cells if "dilran_setup" in c.metadata)
+
+
+def test_course_copy_bakes_in_install_and_mirror(make_course, tmp_path: Path, capsys) -> None:
+    """Every chapter in the copy installs from the course's wheel and sets its mirror; the other
+    cells are the book's, and the book's notebooks are not touched."""
+    before = {p: p.read_bytes() for p in CHAPTERS}
+    config = tmp_path / "course.yml"
+    config.write_text('course:\n  install: "https://example.org/dl.whl"\n  mirror: ""\n')
+    out = tmp_path / "copy"
+    args = ["--out", str(out), "--config", str(config), "--mirror", "http://127.0.0.1:8000/"]
+    assert make_course.main(args) == 0
+    assert f"{len(CHAPTERS)} notebooks in {out}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [p.name for p in CHAPTERS]
+    for path in CHAPTERS:
+        book, copy = nbformat.read(path, 4), nbformat.read(out / path.name, 4)
+        source = _setup_source(copy)
+        assert 'INSTALL = "https://example.org/dl.whl"' in source
+        assert 'MIRROR = "http://127.0.0.1:8000/"' in source
+        assert _setup_source(book).splitlines()[-1] == source.splitlines()[-1]  # same pairs
+        assert "colab-badge" not in copy.cells[0].source  # no colab address: no badge
+        rest = [c.source for c in book.cells if "dilran_setup" not in c.metadata][1:]
+        assert [c.source for c in copy.cells if "dilran_setup" not in c.metadata] == rest
+    assert {p: p.read_bytes() for p in CHAPTERS} == before
+
+
+def test_course_copy_badges_and_repository_address(make_course, tmp_path: Path) -> None:
+    colab = "https://colab.research.google.com/github/t/c/blob/main/nb"
+    args = ["--out", str(tmp_path), "--install", "https://github.com/t/c", "--colab", colab,
+            "--config", str(tmp_path / "absent.yml")]  # fmt: skip
+    assert make_course.main(args) == 0
+    nb = nbformat.read(tmp_path / CHAPTERS[0].name, 4)
+    assert nb.cells[0].source.endswith(f"({colab}/{CHAPTERS[0].name})")
+    assert 'INSTALL = "dilran-lite @ git+https://github.com/t/c"' in _setup_source(nb)
+    assert make_course.install_source("dilran-lite==0.1.0") == "dilran-lite==0.1.0"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--mirror", "127.0.0.1:8000"], ["--colab", "https://example.org/x"]],
+    ids=["mirror-not-a-url", "colab-not-colab"],
+)
+def test_course_copy_refuses_bad_settings(make_course, tmp_path: Path, args) -> None:
+    with pytest.raises(SystemExit, match="make_course: (mirror|colab) must be"):
+        make_course.main(["--out", str(tmp_path / "copy"), *args])
+    assert not (tmp_path / "copy").exists()
+
+
+def test_course_copy_refuses_the_book_folder(make_course) -> None:
+    with pytest.raises(SystemExit, match="must not be the book's notebooks"):
+        make_course.main(["--out", str(REPO / "notebooks")])
