@@ -70,6 +70,10 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.png")
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 
+class _NotFound(DownloadError):
+    """The source answered 404 for a file (a wrong mirror address, when no file came yet)."""
+
+
 class _Unreachable(DownloadError):
     """The source could not be connected to at all (offline, wrong host, refused)."""
 
@@ -171,7 +175,8 @@ def _offline_hint(dest: Path, dataset: str) -> str:
     return (
         f"You seem to be offline, or the source is unreachable: copy the atlas folder {dataset}/ "
         f"by hand and set ${ENV_VAR} to the folder holding it (the data root is now {dest}), or "
-        "give a mirror with --base-url (base_url=), or work offline on the built-in phantom "
+        "give a mirror with --base-url (base_url=, or $DILRAN_MIRROR in the notebooks), or work "
+        "offline on the built-in phantom "
         "(the notebooks use it when the atlas is absent)."
     )
 
@@ -226,7 +231,8 @@ def _fetch(url: str, target: Path, digest: str, size: int | None, timeout: float
             with os.fdopen(fd, "wb") as out:
                 h = _stream(url, out, size or MAX_FILE_BYTES, size is not None, timeout)
         except urllib.error.HTTPError as exc:
-            raise DownloadError(f"HTTP {exc.code} {exc.reason} from {url}") from exc
+            kind = _NotFound if exc.code == 404 else DownloadError
+            raise kind(f"HTTP {exc.code} {exc.reason} from {url}") from exc
         except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise _Unreachable(f"could not fetch {url}: {reason}") from exc
@@ -376,7 +382,7 @@ def _fetch_all(plan: _Plan, timeout: float, progress: bool) -> tuple[DownloadSum
     from tqdm.auto import tqdm
 
     summary = DownloadSummary(plan.folder)
-    in_a_row, unreachable = 0, False
+    in_a_row, unreachable, wrong_address = 0, False, False
     bar = tqdm(total=len(plan.todo), unit="file", desc=plan.dataset, disable=not progress)
     try:
         for i, (rel, digest, url, size) in enumerate(plan.todo):
@@ -391,7 +397,12 @@ def _fetch_all(plan: _Plan, timeout: float, progress: bool) -> tuple[DownloadSum
                 in_a_row = 0
             except DownloadError as err:
                 summary.failed[rel] = str(err)
-                in_a_row = in_a_row + 1 if isinstance(err, _Unreachable) else 0
+                # before any file came, a 404 means a wrong address: the source is unreachable
+                gone = isinstance(err, _Unreachable) or (
+                    isinstance(err, _NotFound) and not summary.fetched
+                )
+                wrong_address = wrong_address or isinstance(err, _NotFound)
+                in_a_row = in_a_row + 1 if gone else 0
                 unreachable = unreachable or isinstance(err, _Unreachable)
                 bar.set_postfix(failed=len(summary.failed))
                 if in_a_row >= MAX_CONNECTION_FAILURES:
@@ -402,7 +413,7 @@ def _fetch_all(plan: _Plan, timeout: float, progress: bool) -> tuple[DownloadSum
             bar.update(1)
     finally:
         bar.close()
-    return summary, unreachable
+    return summary, unreachable or (wrong_address and not summary.fetched)
 
 
 def _finish(plan: _Plan, summary: DownloadSummary, unreachable: bool, progress: bool) -> None:

@@ -19,7 +19,13 @@ import pytest
 
 from dilran_lite import download
 from dilran_lite.data import PAIRS, PairedDataset
-from dilran_lite.download import DownloadError, download_atlas, load_manifest, verify_atlas
+from dilran_lite.download import (
+    MAX_CONNECTION_FAILURES,
+    DownloadError,
+    download_atlas,
+    load_manifest,
+    verify_atlas,
+)
 
 NAMES = ["2004.png", "34002.png", "20005.png"]  # one pair of each series split: 6 files
 
@@ -480,3 +486,14 @@ def test_downloaded_files_get_the_umask_mode(server, tmp_path):
         os.umask(old)
     for path in (folder / "CT" / "2004.png", folder / "MRI" / "2004.png", folder / "sha256.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_a_mirror_answering_404_from_the_start_is_unreachable(server, tmp_path):
+    """A wrong mirror address (every file 404) stops after the first few files, as a refused
+    connection does, and the message names the mirror setting."""
+    dest = tmp_path / "dest"
+    url = server["url"].rstrip("/") + "/no-such-folder"
+    with pytest.raises(DownloadError, match="offline, or the source is unreachable") as err:
+        download_atlas(dest, "mri-ct", base_url=url, names=NAMES, progress=False)
+    assert "DILRAN_MIRROR" in str(err.value)
+    assert len(server["handler"].requests) == MAX_CONNECTION_FAILURES
