@@ -29,7 +29,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import __version__
+from ._io import git_commit
+from .checkpoint import (
+    MAX_WIDTH,
+    check_loss,
+    is_int,
+    load_checkpoint,
+    read_metadata,
+    read_run_result,
+    save_epoch,
+)
+from .data import load_pairs
+from .errors import CheckpointError
 from .losses import image_gradients
+from .phantom import PhantomDataset
+from .surrogates import MetricObjective, ssim_map
+from .utils import seed_everything
+from .weights import available, weights_path
 
 __all__ = [
     "LearnedConfig",
@@ -46,6 +63,10 @@ __all__ = [
     "OUTPUTS",
     "fine_detail",
     "make_objective",
+    "load_backbone",
+    "fit_learned_epoch",
+    "ssim_map",
+    "MAX_HIDDEN",
 ]
 
 OUTPUTS = ("features", "image")
@@ -55,6 +76,9 @@ METRIC_OBJECTIVE = "VIF=1,SSIM=1,Qabf=1,SCD=1@max,SD=1@max,SF=1@laplacian"
 """The metric-surrogate objective of the shipped layers and of quick mode
 (:class:`dilran_lite.surrogates.MetricObjective`): VIF, SSIM and Qabf rewarded, SCD and SD up to
 5% above the pixel maximum's, SF up to 5% above the Laplacian pyramid's, on the same crop."""
+
+#: the largest hidden width a learned-fusion config may ask for (the shipped layers use 16)
+MAX_HIDDEN = 1024
 
 MODEL_KIND = "learned-fusion"
 """The ``model_kind`` of a learned-fusion checkpoint's metadata (DILRAN checkpoints have none)."""
@@ -73,8 +97,19 @@ class LearnedConfig:
     learned share of their fine detail (the reconstructor is not used)."""
 
     def __post_init__(self) -> None:
+        bad = []
         if self.output not in OUTPUTS:
-            raise ValueError(f"output must be one of {OUTPUTS}, got {self.output!r}")
+            bad.append(f"output {self.output!r} (one of {list(OUTPUTS)})")
+        if not is_int(self.width, 1, MAX_WIDTH):
+            bad.append(f"width {self.width!r} (an integer 1..{MAX_WIDTH})")
+        if not is_int(self.hidden, 1, MAX_HIDDEN):
+            bad.append(f"hidden {self.hidden!r} (an integer 1..{MAX_HIDDEN})")
+        if not isinstance(self.with_images, bool):
+            bad.append(f"with_images {self.with_images!r} (true or false)")
+        if not isinstance(self.backbone, str) or self.backbone not in available():
+            bad.append(f"backbone {self.backbone!r:.60} (a shipped name: {', '.join(available())})")
+        if bad:
+            raise CheckpointError(f"learned-fusion config out of range: {'; '.join(bad)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,7 +119,7 @@ class LearnedConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown learned-fusion config keys: {sorted(unknown)}")
+            raise CheckpointError(f"unknown learned-fusion config keys: {sorted(unknown)}")
         return cls(**d)
 
 
@@ -187,9 +222,7 @@ class LearnedFusion(nn.Module):
     @property
     def backbone(self) -> nn.Module:
         if self._backbone is None:
-            from .pretrained import pretrained
-
-            self.attach(pretrained(self.config.backbone))
+            self.attach(load_backbone(self.config.backbone))
         return self._backbone
 
     def mix(
@@ -231,30 +264,6 @@ class LearnedFusion(nn.Module):
         return (out, w) if return_weights else out
 
     fuse = forward
-
-
-def _gaussian(window: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    x = torch.arange(window, dtype=torch.float32) - (window - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 11) -> torch.Tensor:
-    """Differentiable SSIM (Wang et al. 2004, Gaussian 11x11, sigma 1.5, data range 1) of
-    (N, 1, H, W) images, per pixel (N, 1, H-10, W-10): the training objective's term, not a
-    metric (:func:`dilran_lite.metrics.ssim` scores 8-bit images)."""
-    g = _gaussian(window).to(x)
-    k = (g[:, None] * g[None, :])[None, None]
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, k)
-
-    c1, c2 = 0.01**2, 0.03**2
-    mx, my = blur(x), blur(y)
-    vx = blur(x * x) - mx * mx
-    vy = blur(y * y) - my * my
-    cxy = blur(x * y) - mx * my
-    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
 
 
 class FusionObjective(nn.Module):
@@ -344,8 +353,6 @@ def learned_quick_config(**overrides: Any) -> LearnedTrainConfig:
 
 def _load_split(cfg: LearnedTrainConfig, part: str) -> tuple[list[tuple], str]:
     """``(a, b)`` image pairs (each (1, H, W)) of one part of the split, and their source."""
-    from .data import load_pairs
-    from .phantom import PhantomDataset
 
     if cfg.data == "phantom":
         offset = {"train": 0, "val": 10_000, "test": 20_000}[part]
@@ -407,8 +414,6 @@ def make_objective(cfg: LearnedTrainConfig) -> nn.Module:
     ``metric_weights`` is set (e.g. ``"VIF=1,SCD=1"``), the metric surrogates'
     :class:`dilran_lite.surrogates.MetricObjective`."""
     if cfg.metric_weights:
-        from .surrogates import MetricObjective
-
         return MetricObjective(cfg.metric_weights)
     return FusionObjective(cfg.alpha, cfg.beta)
 
@@ -424,6 +429,85 @@ def _val_loss(model: LearnedFusion, val: dict, objective: nn.Module) -> float:
             )
             total += float(objective(f, a, b))
     return total / len(val["a"])
+
+
+def load_backbone(name: str, device: str | torch.device = "cpu") -> nn.Module:
+    """The frozen DILRAN a learned layer sits on: shipped weights by name only (a name is never
+    taken as a path), in eval mode."""
+    model, _ = load_checkpoint(weights_path(name), map_location=device)
+    return model.to(device).eval()
+
+
+def _open_learned_run(cfg: LearnedTrainConfig, out: Path, resume: bool, model, opt):
+    """The history and first epoch: empty and 0, or those of ``out/last`` on resume (whose
+    config must equal ``cfg`` except for ``epochs``)."""
+    last = out / "last.safetensors"
+    if not (resume and last.is_file()):
+        return {"train_loss": [], "val_loss": [], "epoch_time_s": []}, 0
+    saved = read_metadata(last)["train_config"]
+    defaults = asdict(LearnedTrainConfig())  # fields older checkpoints do not record
+    diff = [k for k, v in asdict(cfg).items() if k != "epochs" and saved.get(k, defaults[k]) != v]
+    if diff:
+        raise CheckpointError(f"cannot resume {last}: the training config differs in {diff}")
+    _, meta = load_checkpoint(last, model, opt)
+    return meta["history"], meta["epoch"]
+
+
+def _encoded_data(cfg: LearnedTrainConfig, backbone: nn.Module, cache: dict) -> dict:
+    """The encoded train crops and val pairs, from ``cache`` when its key matches ``cfg``."""
+    key = (cfg.pairs, cfg.split, cfg.data, cfg.phantom_pairs, cfg.backbone, cfg.crop)
+    key += (cfg.crops_per_pair, cfg.val_limit, cfg.seed)
+    if cache.get("key") != key:
+        t0 = time.perf_counter()
+        train_pairs, source = _load_split(cfg, "train")
+        val_pairs, _ = _load_split(cfg, "val")
+        cache.update(
+            key=key,
+            source=source,
+            train=encode_pairs(backbone, train_pairs, cfg.crop, cfg.crops_per_pair, cfg.seed),
+            val=encode_pairs(backbone, val_pairs[: cfg.val_limit]),
+            n=(len(train_pairs), len(val_pairs[: cfg.val_limit])),
+            encode_s=time.perf_counter() - t0,
+        )
+    return cache
+
+
+def _learned_meta(cfg: LearnedTrainConfig, data: dict, notes: str | None) -> dict:
+    """What every checkpoint of the run records besides its epoch and history."""
+    return {
+        "model_kind": MODEL_KIND,
+        "train_config": asdict(cfg),
+        "split": f"{cfg.split} (train: {data['n'][0]} pairs, {len(data['train']['a'])} crops; "
+        f"val: {data['n'][1]} whole pairs)",
+        "data": data["source"],
+        "encode_s": round(data["encode_s"], 1),
+        "package_version": __version__,
+        "git_commit": git_commit(),
+        "device": "cpu",
+        "torch_version": torch.__version__,
+        "notes": notes,
+    }
+
+
+def fit_learned_epoch(
+    model: LearnedFusion, opt, objective: nn.Module, tr: dict, cfg: LearnedTrainConfig, epoch: int
+) -> float:
+    """One epoch of ``cfg.steps_per_epoch`` Adam steps on random batches of the encoded crops
+    ``tr``; returns the mean training loss. A non-finite loss stops the run (``UserError``)."""
+    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    model.train()
+    total = 0.0
+    for step in range(cfg.steps_per_epoch):
+        idx = torch.randint(0, len(tr["a"]), (cfg.batch_size,), generator=g)
+        a, b = tr["a"][idx], tr["b"][idx]
+        f, _ = model.fuse_features(tr["f1"][idx].float(), tr["f2"][idx].float(), a, b)
+        loss = objective(f, a, b)
+        check_loss(loss, epoch, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item()
+    return total / cfg.steps_per_epoch
 
 
 def train_learned_fusion(
@@ -443,113 +527,31 @@ def train_learned_fusion(
     on first use) keeps the encoded train and val features between calls with the same data,
     backbone and crops (e.g. when trying several ``alpha``, ``beta``).
     """
-    from . import __version__
-    from ._io import git_commit
-    from .pretrained import pretrained
-    from .train import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
-    from .utils import seed_everything
-
     out = Path(out_dir)
     seed_everything(cfg.seed)
-    backbone = pretrained(cfg.backbone)
-    model = LearnedFusion(
-        LearnedConfig(cfg.backbone, backbone.config.width, cfg.hidden, cfg.with_images, cfg.output)
-    )
-    model.attach(backbone)
+    backbone = load_backbone(cfg.backbone)
+    width = backbone.config.width
+    config = LearnedConfig(cfg.backbone, width, cfg.hidden, cfg.with_images, cfg.output)
+    model = LearnedFusion(config).attach(backbone)
     opt = torch.optim.Adam(model.weight_net.parameters(), lr=cfg.lr)
     objective = make_objective(cfg)
-    history: dict[str, list] = {"train_loss": [], "val_loss": [], "epoch_time_s": []}
-    start, last = 0, out / "last.safetensors"
-    if resume and last.is_file():
-        saved = read_metadata(last)["train_config"]
-        defaults = asdict(LearnedTrainConfig())  # fields older checkpoints do not record
-        diff = [
-            k for k, v in asdict(cfg).items() if k != "epochs" and saved.get(k, defaults[k]) != v
-        ]
-        if diff:
-            raise CheckpointError(f"cannot resume {last}: the training config differs in {diff}")
-        _, meta = load_checkpoint(last, model, opt)
-        history, start = meta["history"], meta["epoch"]
-    cache = {} if cache is None else cache
-    key = (
-        cfg.pairs,
-        cfg.split,
-        cfg.data,
-        cfg.phantom_pairs,
-        cfg.backbone,
-        cfg.crop,
-        cfg.crops_per_pair,
-        cfg.val_limit,
-        cfg.seed,
-    )
-    if cache.get("key") != key:
-        t0 = time.perf_counter()
-        train_pairs, source = _load_split(cfg, "train")
-        val_pairs, _ = _load_split(cfg, "val")
-        cache.update(
-            key=key,
-            source=source,
-            train=encode_pairs(backbone, train_pairs, cfg.crop, cfg.crops_per_pair, cfg.seed),
-            val=encode_pairs(backbone, val_pairs[: cfg.val_limit]),
-            n=(len(train_pairs), len(val_pairs[: cfg.val_limit])),
-            encode_s=time.perf_counter() - t0,
-        )
-    tr, val = cache["train"], cache["val"]
-    base_meta = {
-        "model_kind": MODEL_KIND,
-        "train_config": asdict(cfg),
-        "split": f"{cfg.split} (train: {cache['n'][0]} pairs, {len(tr['a'])} crops; "
-        f"val: {cache['n'][1]} whole pairs)",
-        "data": cache["source"],
-        "encode_s": round(cache["encode_s"], 1),
-        "package_version": __version__,
-        "git_commit": git_commit(),
-        "device": "cpu",
-        "torch_version": torch.__version__,
-        "notes": notes,
-    }
+    history, start = _open_learned_run(cfg, out, resume, model, opt)
+    data = _encoded_data(cfg, backbone, {} if cache is None else cache)
+    base_meta = _learned_meta(cfg, data, notes)
     best = min(history["val_loss"], default=math.inf)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        model.train()
-        total = 0.0
-        for _ in range(cfg.steps_per_epoch):
-            idx = torch.randint(0, len(tr["a"]), (cfg.batch_size,), generator=g)
-            a, b = tr["a"][idx], tr["b"][idx]
-            f, _ = model.fuse_features(tr["f1"][idx].float(), tr["f2"][idx].float(), a, b)
-            loss = objective(f, a, b)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item()
-        v = _val_loss(model, val, objective)
-        history["train_loss"].append(total / cfg.steps_per_epoch)
-        history["val_loss"].append(v)
-        history["epoch_time_s"].append(time.perf_counter() - t0)
-        meta = {**base_meta, "epoch": epoch + 1, "history": history}
-        save_checkpoint(last, model, meta, optimizer=opt)
-        if v < best:
-            best = v
-            save_checkpoint(out / "best.safetensors", model, {**meta, "best_val_loss": v})
-        if progress:
-            print(
-                f"epoch {epoch + 1}: train {history['train_loss'][-1]:.5f}  val {v:.5f}", flush=True
-            )
-    meta = read_metadata(last) if last.is_file() else {**base_meta, "epoch": start}
-    best_path = out / "best.safetensors"
-    if best_path.is_file():  # the weights of the best epoch, the history of every epoch
-        load_checkpoint(best_path, model)
-        meta["best_epoch"] = read_metadata(best_path)["epoch"]
-        meta["best_val_loss"] = min(meta["history"]["val_loss"])
-    return model.eval(), meta
+        loss = fit_learned_epoch(model, opt, objective, data["train"], cfg, epoch)
+        val = _val_loss(model, data["val"], objective)
+        record = {"train_loss": loss, "val_loss": val, "epoch_time_s": time.perf_counter() - t0}
+        best = save_epoch(out, model, opt, base_meta, history, record, epoch + 1, best, progress)
+    return read_run_result(out, model, {**base_meta, "epoch": start})
 
 
 def load_learned_fusion(path: str | Path, device: str | torch.device = "cpu") -> LearnedFusion:
     """A learned-fusion checkpoint (file) as a :class:`LearnedFusion` in eval mode; its backbone
-    (a shipped name in the config) is loaded on first use."""
-    from .train import CheckpointError, load_checkpoint, read_metadata
-
+    (a shipped name in the config) is loaded on first use. Every field of the header's config is
+    checked (sizes bounded, the backbone a shipped name) before the layer is built."""
     meta = read_metadata(path)
     if meta.get("model_kind") != MODEL_KIND:
         raise CheckpointError(f"{path} is not a learned-fusion checkpoint")

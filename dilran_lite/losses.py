@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import pickle
 import urllib.error
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,9 +87,11 @@ def gradient_term(output: torch.Tensor, targets, operator: str = "sobel") -> tor
 
 
 def _vgg_message(source: str, err: Exception) -> str:
+    why = " ".join(str(err).split())  # one line, however long the library's message
+    why = why if len(why) <= 160 else why[:157] + "..."
     cache = display_path(Path(torch.hub.get_dir()) / "checkpoints" / Path(VGG16_URL).name)
     return (
-        f"could not load ImageNet VGG16 weights from {source} ({err}). The perceptual loss "
+        f"could not load ImageNet VGG16 weights from {source} ({why}). The perceptual loss "
         f"needs them. Either put torchvision's file {Path(VGG16_URL).name} at {cache} "
         "(download it on a connected machine), pass vgg_weights=PATH to the loss (or "
         "--vgg-weights PATH to `dilran-lite train`), or train without the perceptual term "
@@ -119,7 +122,7 @@ def load_vgg16_features(source: str | Path | None = None, layer: str = "relu3_3"
                 )
         else:
             state = torch.load(src, map_location="cpu", weights_only=True)
-    except (urllib.error.URLError, OSError, RuntimeError, ValueError) as err:
+    except (urllib.error.URLError, OSError, RuntimeError, ValueError, pickle.PickleError) as err:
         raise VGGWeightsUnavailable(_vgg_message(src, err)) from err
     features = vgg16().features[: VGG_LAYERS[layer]]
     wanted = {k for k in features.state_dict()}

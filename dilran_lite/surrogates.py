@@ -11,7 +11,7 @@ cannot be back-propagated. Here each one is rewritten in torch on float images i
   with its hard cases (``g < 0``, empty windows) replaced by clamps;
 - :func:`soft_entropy`, :func:`soft_mi`: Parzen (Gaussian kernel) histograms of ``bins`` bins
   instead of 256 hard bins, in bits;
-- SSIM: :func:`dilran_lite.learned.ssim_map`.
+- SSIM: :func:`ssim_map` (Gaussian 11x11, as the metric).
 
 :class:`MetricObjective` minimises minus a weighted sum of them; which weights a shipped layer
 was trained with is in its checkpoint (``train_config.metric_weights``).
@@ -25,8 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import baselines
+
 __all__ = [
     "SURROGATES",
+    "ssim_map",
     "MetricObjective",
     "parse_weights",
     "soft_entropy",
@@ -36,6 +39,30 @@ __all__ = [
     "soft_sf",
     "soft_vif",
 ]
+
+
+def _gaussian(window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(window, dtype=torch.float32) - (window - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, window: int = 11) -> torch.Tensor:
+    """Differentiable SSIM (Wang et al. 2004, Gaussian 11x11, sigma 1.5, data range 1) of
+    (N, 1, H, W) images, per pixel (N, 1, H-10, W-10): a training objective's term, not a
+    metric (:func:`dilran_lite.metrics.ssim` scores 8-bit images)."""
+    g = _gaussian(window).to(x)
+    k = (g[:, None] * g[None, :])[None, None]
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(t, k)
+
+    c1, c2 = 0.01**2, 0.03**2
+    mx, my = blur(x), blur(y)
+    vx = blur(x * x) - mx * mx
+    vy = blur(y * y) - my * my
+    cxy = blur(x * y) - mx * my
+    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
 
 
 def soft_sd(f: torch.Tensor) -> torch.Tensor:
@@ -149,7 +176,6 @@ def soft_mi(f: torch.Tensor, x: torch.Tensor, bins: int = 32) -> torch.Tensor:
 
 
 def _ssim(f: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    from .learned import ssim_map
 
     return (ssim_map(f, a).flatten(1).mean(1) + ssim_map(f, b).flatten(1).mean(1)) / 2
 
@@ -169,7 +195,6 @@ typical values on the atlas) so that every score is of order 1."""
 
 
 def _references() -> dict:
-    from . import baselines
 
     return {
         "max": baselines.maximum,

@@ -5,31 +5,46 @@ autoencoder on single images of both modalities, with Adam (lr 1e-4), 100 epochs
 Eq. 9 (lambda1 = lambda2 = 0.2, VGG16 third block). Images of the split's ``train`` part are
 trained on, its ``val`` part gives a validation loss per epoch.
 
-Checkpoints are safetensors files (no pickle is ever loaded) with the metadata also written as
-a JSON sidecar. Every write goes to a temporary file that replaces the target atomically, and a
-checkpoint is written after every epoch, so an interruption (even ``kill -9``) loses at most the
-epoch in progress; ``resume=True`` continues from the last one.
+:func:`train` runs named steps, d2l-style: :func:`open_run` (checks, resume), :func:`build_run`
+(model, optimiser, mixed precision, loss), :func:`training_data`, then per epoch
+:func:`fit_epoch` (shuffled batches through :func:`train_step`), :func:`evaluate_loss` on the
+validation images and :func:`dilran_lite.checkpoint.save_epoch`. Checkpoints
+(:mod:`dilran_lite.checkpoint`) are safetensors files (no pickle is ever loaded), written
+atomically after every epoch, so an interruption (even ``kill -9``) loses at most the epoch in
+progress; ``resume=True`` continues from the last one.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from . import __version__
-from ._io import TMP_TAG, atomic_write, git_commit
+from ._io import TMP_TAG, git_commit
+from .augment import augment_pair
+from .checkpoint import (
+    FORMAT,
+    RUN_FILES,
+    check_loss,
+    check_model_config,
+    is_int,
+    load_checkpoint,
+    read_metadata,
+    save_checkpoint,
+    save_epoch,
+)
+from .data import SingleImageDataset, load_pairs
 from .errors import CheckpointError, UserError
 from .losses import FusionLoss
 from .model import DILRAN, PRESETS, ModelConfig
-from .utils import amp_dtype, autocast, default_device, seed_everything
+from .phantom import PhantomDataset
+from .utils import amp_dtype, autocast, resolve_device, seed_everything
+from .weights import available, weights_path
 
 __all__ = [
     "TrainConfig",
@@ -42,65 +57,37 @@ __all__ = [
     "CheckpointError",
     "check_model_config",
     "RUN_FILES",
+    "FORMAT",
+    "fit_epoch",
+    "evaluate_loss",
+    "open_run",
+    "build_run",
+    "training_data",
+    "init_weights",
+    "resolve_device",
+    "MAX_BATCH",
 ]
 
-FORMAT = "dilran-lite-checkpoint/1"
-#: The files a training run writes into its folder; ``--overwrite`` replaces only these.
-RUN_FILES = ("last.safetensors", "last.json", "best.safetensors", "best.json")
 #: Fields that a resumed run may change (more epochs; ``data_root``: the atlas moved).
 RESUME_FREE = ("epochs", "data_root")
-#: Largest channel count and layer count a checkpoint or config may ask for.
-MAX_WIDTH, MAX_LAYERS, MAX_DILATION = 1024, 16, 64
-
-_CHOICES = {
-    "activation": ("relu", "leaky_relu", "prelu", "gelu", "silu"),
-    "norm": ("none", "batch", "instance"),
-    "mask_activation": ("sigmoid", "none"),
-    "skip": ("attention", "identity", "none"),
-    "out_activation": (None, "sigmoid"),
+#: Largest batch a run may ask for (the paper trains with 4; more than this is a typo or a
+#: damaged checkpoint, and would allocate far past any machine's memory before failing).
+MAX_BATCH = 1024
+#: (lowest, highest) of every size field of :class:`TrainConfig`, checked before any allocation
+_SIZES = {
+    "epochs": (1, 100_000),
+    "batch_size": (1, MAX_BATCH),
+    "phantom_pairs": (1, 10_000),
+    "phantom_size": (16, 4096),
+    "seed": (0, 2**31 - 1),
+    "crop": (16, 4096),
+    "steps_per_epoch": (1, 1_000_000),
+    "val_crop": (16, 4096),
+    "val_limit": (1, 1_000_000),
 }
-
-
-def _is_int(v: Any, low: int, high: int | None = None) -> bool:
-    ok = isinstance(v, int) and not isinstance(v, bool) and v >= low
-    return ok and (high is None or v <= high)
-
-
-def check_model_config(d: Any, where: str = "model config") -> ModelConfig:
-    """A :class:`ModelConfig` from the dict ``d``, every value checked for type and range first
-    (so that, e.g., ``width = 200000`` is refused before any memory is allocated).
-
-    Raises :class:`CheckpointError` naming ``where`` and the bad field.
-    """
-    if not isinstance(d, dict):
-        raise CheckpointError(f"{where}: model_config must be a JSON object, got {d!r:.60}")
-    known = {f.name for f in fields(ModelConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise CheckpointError(f"{where}: unknown model_config keys {unknown}")
-    full = {**ModelConfig().to_dict(), **d}
-    bad: list[str] = []
-    if not _is_int(full["width"], 1, MAX_WIDTH):
-        bad.append(f"width {full['width']!r} (an integer 1..{MAX_WIDTH})")
-    if full["in_channels"] not in (1, 3) or isinstance(full["in_channels"], bool):
-        bad.append(f"in_channels {full['in_channels']!r} (1 or 3)")
-    for key, high in (("dilations", MAX_DILATION), ("recon_widths", MAX_WIDTH)):
-        v = full[key]
-        if (
-            not isinstance(v, (list, tuple))
-            or not 1 <= len(v) <= MAX_LAYERS
-            or not all(_is_int(x, 1, high) for x in v)
-        ):
-            bad.append(f"{key} {v!r:.60} (1..{MAX_LAYERS} integers 1..{high})")
-    for key, allowed in _CHOICES.items():
-        if full[key] not in allowed:
-            bad.append(f"{key} {full[key]!r:.40} (one of {list(allowed)})")
-    for key in ("share_pyramid_weights", "recon_activation"):
-        if not isinstance(full[key], bool):
-            bad.append(f"{key} {full[key]!r:.40} (true or false)")
-    if bad:
-        raise CheckpointError(f"{where}: model_config out of range: {'; '.join(bad)}")
-    return ModelConfig.from_dict(d)
+_OPTIONAL = ("crop", "steps_per_epoch", "val_crop", "val_limit")
+#: what the history of a run records per epoch
+_HISTORY = ("train_loss", "val_loss", "epoch_time_s", "steps", "lr")
 
 
 @dataclass
@@ -170,17 +157,17 @@ class TrainConfig:
         out = [
             (k, f"choose one of {list(v)}") for k, v in choices.items() if getattr(self, k) not in v
         ]
-        ints = {"epochs": 1, "batch_size": 1, "phantom_pairs": 1, "phantom_size": 16, "seed": 0}
+        ints = {k: v for k, v in _SIZES.items() if k not in _OPTIONAL}
         out += [
-            (k, f"must be an integer >= {low}")
-            for k, low in ints.items()
-            if not _is_int(getattr(self, k), low)
+            (k, f"must be an integer from {low} to {high}")
+            for k, (low, high) in ints.items()
+            if not is_int(getattr(self, k), low, high)
         ]
-        optional = {"crop": 16, "steps_per_epoch": 1, "val_crop": 16, "val_limit": 1}
         out += [
-            (k, f"must be None or an integer >= {low}")
-            for k, low in optional.items()
-            if getattr(self, k) is not None and not _is_int(getattr(self, k), low)
+            (k, f"must be None or an integer from {low} to {high}")
+            for k, (low, high) in _SIZES.items()
+            if k in _OPTIONAL and getattr(self, k) is not None
+            and not is_int(getattr(self, k), low, high)
         ]
         for k in ("lr", "lambda1", "lambda2"):
             v = getattr(self, k)
@@ -221,176 +208,8 @@ def quick_config(**overrides) -> TrainConfig:
     return TrainConfig(**base)
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a :class:`torch.device` (default: CUDA when present); a device that is
-    not available raises :class:`UserError` before any work."""
-    if device is None:
-        return default_device()
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise UserError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(
-            f"device {device!r} requested but no CUDA GPU is available: use --device cpu"
-        )
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UserError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise UserError(f"device {device!r} requested but MPS is not available: use --device cpu")
-    return dev
-
-
-def save_checkpoint(
-    path: str | Path,
-    model: DILRAN,
-    meta: dict[str, Any] | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    rng: torch.Tensor | None = None,
-    dtype: torch.dtype | None = None,
-) -> Path:
-    """Write ``model`` (and optionally the optimizer state) to ``path`` (.safetensors) atomically,
-    with ``meta`` in the file's header and in a ``.json`` sidecar beside it.
-
-    ``dtype`` (e.g. ``torch.float16`` for shipped weights: half the size) stores the model's
-    floating-point tensors in that type; loading casts them back to the model's (float32).
-    """
-    path = Path(path)
-    meta = {"format": FORMAT, "model_config": model.config.to_dict(), **(meta or {})}
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if dtype is not None:
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-        meta["stored_dtype"] = str(dtype).removeprefix("torch.")
-    if optimizer is not None:
-        state = optimizer.state_dict()
-        for idx, st in state["state"].items():
-            for key, val in st.items():
-                t = val if torch.is_tensor(val) else torch.tensor(val)
-                tensors[f"optim.{idx}.{key}"] = t.detach().cpu().contiguous()
-        meta["optimizer_param_groups"] = state["param_groups"]
-    if rng is not None:
-        tensors["rng.torch"] = rng
-    text = json.dumps(meta, indent=1, default=str)
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"dilran_lite": text}))
-    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text + "\n"))
-    return path
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The metadata stored in a checkpoint's header (the sidecar is only a readable copy)."""
-    path = Path(path)
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise CheckpointError(f"checkpoint {path} {what}: give a .safetensors file")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-    except Exception as err:  # safetensors raises its own error types
-        raise CheckpointError(
-            f"{path} is not a readable safetensors checkpoint ({err}); dilran-lite never loads "
-            "pickled .pt files: convert them with safetensors first"
-        ) from err
-    if "dilran_lite" not in header:
-        raise CheckpointError(f"{path} is a safetensors file but not a dilran-lite checkpoint")
-    try:
-        meta = json.loads(header["dilran_lite"])
-    except ValueError as err:
-        raise CheckpointError(f"{path}: the checkpoint header is not valid JSON ({err})") from err
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: the checkpoint header is not a JSON object")
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} has format {meta.get('format')!r}, expected {FORMAT!r}")
-    if "model_config" not in meta:
-        raise CheckpointError(f"{path}: the checkpoint header lacks its model_config")
-    return meta
-
-
-def _check_tensors(path: Path, state: dict[str, torch.Tensor], model: DILRAN) -> None:
-    """Refuse, naming the tensors, model weights that are missing, unexpected, of another
-    shape, not floating point where the model's are, or not finite (NaN, Inf)."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} (model {tuple(own[k].shape)})"
-        for k in sorted(set(own) & set(state))
-        if state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        raise CheckpointError(
-            f"checkpoint {path} does not fit the model: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, other shapes {shapes[:5]}"
-        )
-    for k in sorted(state):
-        t = state[k]
-        if own[k].is_floating_point() and not t.is_floating_point():
-            raise CheckpointError(
-                f"checkpoint {path}: tensor {k} is stored as {str(t.dtype).removeprefix('torch.')}"
-                ", not floating point: the file is damaged or was not written by dilran-lite"
-            )
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            n = int((~torch.isfinite(t)).sum())
-            raise CheckpointError(
-                f"checkpoint {path}: tensor {k} holds {n} NaN or infinite value(s): the weights "
-                "are damaged (a diverged run or a corrupted file); use another checkpoint"
-            )
-
-
-def _config_diff(a: ModelConfig, b: ModelConfig) -> list[str]:
-    da, db = a.to_dict(), b.to_dict()
-    return [f"{k}: model has {da[k]!r}, checkpoint has {db[k]!r}" for k in da if da[k] != db[k]]
-
-
-def load_checkpoint(
-    path: str | Path,
-    model: DILRAN | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
-    map_location: str | torch.device = "cpu",
-) -> tuple[DILRAN, dict]:
-    """Load a checkpoint into ``model`` (or a new model built from its config).
-
-    Refuses, with every differing field named, a checkpoint whose model config differs from
-    ``model``'s. Returns ``(model, metadata)``; restores ``optimizer`` when given.
-    """
-    path = Path(path)
-    meta = read_metadata(path)
-    if model is not None and not isinstance(model.config, ModelConfig):
-        # a model with its own config class (a learned-fusion layer): read the config with it
-        cfg = type(model.config).from_dict(meta["model_config"])
-    else:
-        cfg = check_model_config(meta["model_config"], f"checkpoint {path}")
-    if model is None:
-        model = DILRAN(cfg)
-    elif model.config != cfg:
-        diff = "; ".join(_config_diff(model.config, cfg))
-        raise CheckpointError(f"checkpoint {path} was saved from another model config: {diff}")
-    tensors: dict[str, torch.Tensor] = {}
-    with safe_open(str(path), framework="pt", device=str(map_location)) as fh:
-        for k in fh.keys():
-            tensors[k] = fh.get_tensor(k)
-    state = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-    _check_tensors(path, state, model)
-    model.load_state_dict(state)
-    if optimizer is not None:
-        if "optimizer_param_groups" not in meta:
-            raise CheckpointError(f"checkpoint {path} holds no optimizer state to resume from")
-        opt_state: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, idx, key = k.split(".", 2)
-                opt_state.setdefault(int(idx), {})[key] = v
-        optimizer.load_state_dict(
-            {"state": opt_state, "param_groups": meta["optimizer_param_groups"]}
-        )
-    if "rng.torch" in tensors:
-        meta["_rng"] = tensors["rng.torch"].cpu()
-    return model, meta
-
-
 def _images(cfg: TrainConfig, part: str) -> tuple[torch.Tensor, str]:
     """All single images (both modalities) of one split part as one (N, 1, H, W) tensor."""
-    from .data import SingleImageDataset, load_pairs
-    from .phantom import PhantomDataset
 
     if cfg.data == "phantom":
         offset = {"train": 0, "val": 10_000, "test": 20_000}[part]
@@ -409,7 +228,6 @@ def _images(cfg: TrainConfig, part: str) -> tuple[torch.Tensor, str]:
 
 def _random_views(x: torch.Tensor, crop: int | None, augment: bool, g: torch.Generator):
     """Per image: a random ``crop`` window, plus flips and a 90-degree turn when ``augment``."""
-    from .data import augment_pair
 
     if augment:
         return torch.stack([augment_pair(img, img, g, crop=crop)[0] for img in x])
@@ -491,6 +309,150 @@ def _clean_stale_temps(out: Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def open_run(
+    cfg: TrainConfig | None,
+    out: Path,
+    resume: bool | str,
+    overwrite: bool,
+    change_lr: bool,
+) -> tuple[TrainConfig, bool]:
+    """Step 1: the run's configuration and whether it resumes ``out/last.safetensors``; every
+    conflict (a run already there, a config that differs from the checkpoint's) is refused."""
+    if resume not in (True, False, "auto"):
+        raise UserError(f"resume must be True, False or 'auto', got {resume!r}")
+    resuming = _check_out_dir(out, resume, overwrite)
+    last = out / "last.safetensors"
+    if resuming:
+        cfg = _resume_config(cfg, read_metadata(last), last, change_lr)
+    elif cfg is None:
+        raise UserError("a training config is needed to start a new run (cfg=None)")
+    cfg.validate()  # the config may have been changed in place since it was made
+    return cfg, resuming
+
+
+def build_run(
+    cfg: TrainConfig, dev: torch.device, out: Path, resuming: bool, init: str | Path | None
+) -> tuple[DILRAN, torch.optim.Optimizer, dict[str, list], int]:
+    """Step 2: the model and its Adam optimiser, fresh (or from ``init``) or restored from the
+    last checkpoint; returns them with the history so far and the first epoch to run."""
+    seed_everything(cfg.seed)
+    model = DILRAN(cfg.model_config()).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    history: dict[str, list] = {k: [] for k in _HISTORY}
+    _clean_stale_temps(out)
+    if not resuming:
+        if init is not None:
+            init_weights(model, init)
+        return model, opt, history, 0
+    last = out / "last.safetensors"
+    model, meta = load_checkpoint(last, model, opt, map_location=dev)
+    if not isinstance(meta.get("history"), dict) or not is_int(meta.get("epoch"), 0):
+        raise CheckpointError(f"cannot resume {last}: its header lacks history or epoch")
+    history = meta["history"]
+    # checkpoints written before the rate was recorded ran at their config's rate
+    saved_lr = meta["train_config"].get("lr", cfg.lr)
+    history.setdefault("lr", [saved_lr] * len(history["train_loss"]))
+    for group in opt.param_groups:
+        group["lr"] = cfg.lr
+    return model, opt, history, meta["epoch"]
+
+
+def _accelerate(model: DILRAN, cfg: TrainConfig, dev: torch.device):
+    """Mixed precision (bfloat16 where native, else float16 with a loss scaler) and channels-last
+    memory on a GPU; nothing on a CPU. Returns the model, the autocast dtype and the scaler."""
+    use_amp = amp_dtype(dev) if cfg.amp else None
+    scaler = torch.amp.GradScaler("cuda") if use_amp == torch.float16 else None
+    if cfg.channels_last and dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its kernels
+    return model, use_amp, scaler
+
+
+def training_data(
+    cfg: TrainConfig, dev: torch.device, out: Path, replace_run: bool
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Step 3: the training images (N, 1, H, W) and the validation images (centre crops), and
+    where they came from; with ``replace_run`` the old run's files go once the data are read."""
+    train_x, source = _images(cfg, "train")
+    val_x, _ = _images(cfg, "val")
+    if cfg.crop is not None and cfg.crop > min(train_x.shape[-2:]):
+        raise UserError(
+            f"crop {cfg.crop} is larger than the training images {tuple(train_x.shape[-2:])}"
+        )
+    if replace_run:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    val_x = _centre(val_x[: cfg.val_limit], cfg.val_crop)
+    if cfg.crop is None and not cfg.augment:  # whole images, as the paper: keep them on the device
+        train_x = train_x.to(dev)
+    return train_x, val_x, source
+
+
+def fit_epoch(
+    model: DILRAN,
+    opt: torch.optim.Optimizer,
+    loss_fn,
+    train_x: torch.Tensor,
+    cfg: TrainConfig,
+    epoch: int,
+    amp: bool | torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    progress: bool = True,
+) -> float:
+    """Step 4, once per epoch: ``steps`` optimiser steps (:func:`train_step`) on shuffled
+    batches of ``train_x`` (N, 1, H, W), each image a random view (crop, flips) when the config
+    asks; returns the epoch's mean training loss. The shuffle is seeded by ``cfg.seed`` and the
+    epoch, so a resumed run sees the batches an uninterrupted one would."""
+    steps = epoch_steps(cfg, len(train_x))
+    g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    passes = math.ceil(steps * cfg.batch_size / len(train_x))  # enough shuffled passes
+    order = torch.cat([torch.randperm(len(train_x), generator=g) for _ in range(passes)])
+    dev = next(model.parameters()).device
+    model.train()
+    total, seen = 0.0, 0
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
+    for step in bar:
+        idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        x = _random_views(train_x[idx], cfg.crop, cfg.augment, g).to(dev)
+        loss = train_step(model, opt, loss_fn, x, amp, scaler)
+        check_loss(loss, epoch, step)
+        total += loss.item() * len(x)
+        seen += len(x)
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    return total / seen
+
+
+def epoch_steps(cfg: TrainConfig, n_images: int) -> int:
+    """Optimiser steps per epoch: ``steps_per_epoch``, else one pass over the images."""
+    return cfg.steps_per_epoch or math.ceil(n_images / cfg.batch_size)
+
+
+def _run_meta(cfg, train_x, val_x, source, dev, notes, init) -> dict:
+    """What every checkpoint of the run records besides its epoch and history."""
+    return {
+        "train_config": asdict(cfg),
+        "split": f"{cfg.split} (train: {len(train_x)} images, val: {len(val_x)})",
+        "data": source,
+        "perceptual": _perceptual_note(cfg),
+        "package_version": __version__,
+        "git_commit": git_commit(),
+        "device": str(dev),
+        "torch_version": torch.__version__,
+        "notes": notes,
+        "init": None if init is None else str(init),
+    }
+
+
+def _check_limits(max_epochs: int | None, time_budget_s: float | None) -> None:
+    if max_epochs is not None and not is_int(max_epochs, 0):
+        raise UserError(f"max_epochs must be None or an integer >= 0, got {max_epochs!r}")
+    if time_budget_s is not None and not (
+        isinstance(time_budget_s, (int, float)) and time_budget_s > 0
+    ):
+        raise UserError(f"time_budget_s must be None or a number > 0, got {time_budget_s!r}")
+
+
 def train(
     cfg: TrainConfig | None,
     out_dir: str | Path,
@@ -524,133 +486,43 @@ def train(
     Returns the model (with the last weights) and the metadata, whose ``history`` holds the
     train and validation loss of every epoch.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out_dir)
-    if resume not in (True, False, "auto"):
-        raise UserError(f"resume must be True, False or 'auto', got {resume!r}")
-    if max_epochs is not None and not _is_int(max_epochs, 0):
-        raise UserError(f"max_epochs must be None or an integer >= 0, got {max_epochs!r}")
-    if time_budget_s is not None and not (
-        isinstance(time_budget_s, (int, float)) and time_budget_s > 0
-    ):
-        raise UserError(f"time_budget_s must be None or a number > 0, got {time_budget_s!r}")
+    _check_limits(max_epochs, time_budget_s)
     dev = resolve_device(device)
-    resuming = _check_out_dir(out, resume, overwrite)
-    last = out / "last.safetensors"
-    if resuming:
-        cfg = _resume_config(cfg, read_metadata(last), last, change_lr)
-    elif cfg is None:
-        raise UserError("a training config is needed to start a new run (cfg=None)")
-    cfg.validate()  # the config may have been changed in place since it was made
-    seed_everything(cfg.seed)
-    model = DILRAN(cfg.model_config()).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history: dict[str, list] = {
-        "train_loss": [],
-        "val_loss": [],
-        "epoch_time_s": [],
-        "steps": [],
-        "lr": [],
-    }
-    start = 0
-    _clean_stale_temps(out)
-    if resuming:
-        model, meta = load_checkpoint(last, model, opt, map_location=dev)
-        if not isinstance(meta.get("history"), dict) or not _is_int(meta.get("epoch"), 0):
-            raise CheckpointError(f"cannot resume {last}: its header lacks history or epoch")
-        history, start = meta["history"], meta["epoch"]
-        # checkpoints written before the rate was recorded ran at their config's rate
-        saved_lr = meta["train_config"].get("lr", cfg.lr)
-        history.setdefault("lr", [saved_lr] * len(history["train_loss"]))
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr
-    elif init is not None:
-        init_weights(model, init)
-    use_amp = amp_dtype(dev) if cfg.amp else None  # bfloat16 where native, else float16
-    scaler = torch.amp.GradScaler("cuda") if use_amp == torch.float16 else None  # loss scaling
-    if cfg.channels_last and dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its kernels
+    cfg, resuming = open_run(cfg, out, resume, overwrite, change_lr)
+    model, opt, history, start = build_run(cfg, dev, out, resuming, init)
+    model, amp, scaler = _accelerate(model, cfg, dev)
     loss_fn = FusionLoss(
         cfg.lambda1, cfg.lambda2, cfg.gradient, vgg_weights=cfg.vgg_weights, vgg_layer=cfg.vgg_layer
     ).to(dev)
-    train_x, source = _images(cfg, "train")
-    val_x, _ = _images(cfg, "val")
-    if cfg.crop is not None and cfg.crop > min(train_x.shape[-2:]):
-        raise UserError(
-            f"crop {cfg.crop} is larger than the training images {tuple(train_x.shape[-2:])}"
-        )
-    if overwrite and not resuming:  # the data are read: now replace the old run's files
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
-    val_x = _centre(val_x[: cfg.val_limit], cfg.val_crop)
-    if cfg.crop is None and not cfg.augment:  # whole images, as the paper: keep them on the device
-        train_x = train_x.to(dev)
-    steps = cfg.steps_per_epoch or math.ceil(len(train_x) / cfg.batch_size)
-    base_meta = {
-        "train_config": asdict(cfg),
-        "split": f"{cfg.split} (train: {len(train_x)} images, val: {len(val_x)})",
-        "data": source,
-        "perceptual": _perceptual_note(cfg),
-        "package_version": __version__,
-        "git_commit": git_commit(),
-        "device": str(dev),
-        "torch_version": torch.__version__,
-        "notes": notes,
-        "init": None if init is None else str(init),
-    }
+    train_x, val_x, source = training_data(cfg, dev, out, overwrite and not resuming)
+    base_meta = _run_meta(cfg, train_x, val_x, source, dev, notes, init)
     t_start = time.perf_counter()
     end = cfg.epochs if max_epochs is None else min(cfg.epochs, start + max_epochs)
     best = min(history["val_loss"], default=math.inf)
     for epoch in range(start, end):
         t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        # enough shuffled passes over the images for `steps` batches
-        passes = math.ceil(steps * cfg.batch_size / len(train_x))
-        order = torch.cat([torch.randperm(len(train_x), generator=g) for _ in range(passes)])
-        model.train()
-        total, seen = 0.0, 0
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress)
-        for step in bar:
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x = _random_views(train_x[idx], cfg.crop, cfg.augment, g).to(dev)
-            loss = train_step(model, opt, loss_fn, x, use_amp, scaler)
-            total += loss.item() * len(x)
-            seen += len(x)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-        val = evaluate_loss(model, val_x, loss_fn, cfg.batch_size, dev, use_amp)
-        history["train_loss"].append(total / seen)
-        history["val_loss"].append(val)
-        history["epoch_time_s"].append(time.perf_counter() - t0)
-        history["steps"].append(steps)
-        history["lr"].append(opt.param_groups[0]["lr"])
-        meta = {**base_meta, "epoch": epoch + 1, "history": history}
-        save_checkpoint(last, model, meta, optimizer=opt)
-        if val < best:
-            best = val
-            save_checkpoint(out / "best.safetensors", model, {**meta, "best_val_loss": val})
-        if progress:
-            print(f"epoch {epoch + 1}: train {total / seen:.5f}  val {val:.5f}", flush=True)
+        loss = fit_epoch(model, opt, loss_fn, train_x, cfg, epoch, amp, scaler, progress)
+        val = evaluate_loss(model, val_x, loss_fn, cfg.batch_size, dev, amp)
+        record = dict(train_loss=loss, val_loss=val, epoch_time_s=time.perf_counter() - t0)
+        record.update(steps=epoch_steps(cfg, len(train_x)), lr=opt.param_groups[0]["lr"])
+        best = save_epoch(out, model, opt, base_meta, history, record, epoch + 1, best, progress)
         if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
             end = epoch + 1
             break
-    meta = {**base_meta, "epoch": max(end, start), "history": history}
-    return model, meta
+    return model, {**base_meta, "epoch": max(end, start), "history": history}
 
 
 def init_weights(model: DILRAN, source: str | Path) -> DILRAN:
     """Copy every parameter of the weights ``source`` (a checkpoint file or a shipped name) into
     ``model`` by name; raises :class:`CheckpointError` naming what does not fit."""
-    from .pretrained import available, load_weights
-
     if not Path(source).is_file() and str(source) not in available():
         raise CheckpointError(
             f"cannot start from {source!r}: no such checkpoint file or shipped weights "
             f"({', '.join(available())})"
         )
-    src = load_weights(source).state_dict()
+    path = Path(source) if Path(source).is_file() else weights_path(str(source))
+    src = load_checkpoint(path)[0].state_dict()
     own = model.state_dict()
     missing = sorted(set(own) - set(src))
     unexpected = sorted(set(src) - set(own))

@@ -174,7 +174,7 @@ def test_load_never_unpickles(tmp_path):
 
 def test_atomic_write_leaves_the_old_checkpoint_on_failure(tmp_path, monkeypatch):
     path = save_checkpoint(tmp_path / "c.safetensors", build_model("lite"), {"epoch": 1})
-    import dilran_lite.train as T
+    import dilran_lite.checkpoint as T
 
     def boom(*a, **k):
         raise OSError("disk full")
@@ -294,11 +294,11 @@ def test_stale_temp_cleanup_touches_only_the_trainers_own_files(tmp_path):
 @pytest.mark.parametrize(
     "flags, says",
     [
-        (["--batch-size", "0"], "batch_size 0: must be an integer >= 1"),
-        (["--epochs", "0"], "epochs 0: must be an integer >= 1"),
+        (["--batch-size", "0"], "batch_size 0: must be an integer from 1 to 1024"),
+        (["--epochs", "0"], "epochs 0: must be an integer from 1 to 100000"),
         (["--lr", "-1"], "lr -1.0: must be a finite number > 0"),
         (["--lr", "nan"], "lr nan: must be a finite number > 0"),
-        (["--crop", "0"], "crop 0: must be None or an integer >= 16"),
+        (["--crop", "0"], "crop 0: must be None or an integer from 16 to 4096"),
         (["--lambda2", "-0.5"], "lambda2 -0.5: must be a finite number >= 0"),
         (["--device", "tpu9"], "unknown device 'tpu9'"),
     ],
