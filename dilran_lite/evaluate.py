@@ -237,6 +237,23 @@ def _to_image(x, name: str) -> torch.Tensor:
     return x
 
 
+def _fused_for_scoring(fuse: FuseFn, a: torch.Tensor, b: torch.Tensor, name, stretched: bool):
+    """The method's fused image of one pair, checked, (min-max stretched if ``stretched``) and
+    clamped to [0, 1]."""
+    with torch.no_grad():
+        fused = fuse(a, b)
+    fused = _to_image(fused, "fused image").detach().float().cpu()
+    if fused.shape != a.shape and fused.shape != b.shape:
+        raise ValueError(
+            f"method returned shape {tuple(fused.shape)} for inputs of shape {tuple(a.shape)}"
+        )
+    if not torch.isfinite(fused).all():
+        raise ValueError(f"method returned NaN or infinite values for image {name!r}")
+    if stretched:
+        fused = stretch(fused)
+    return fused.clamp(0.0, 1.0)
+
+
 def evaluate(
     method: Union[str, FuseFn],
     dataset: Union[str, os.PathLike, Sequence],
@@ -297,20 +314,8 @@ def evaluate(
         if not isinstance(item, (tuple, list)) or len(item) != 3:
             raise ValueError(f"dataset item {i} must be (a, b, name), got {type(item).__name__}")
         a, b, name = item
-        a = _to_image(a, "a").float()
-        b = _to_image(b, "b").float()
-        with torch.no_grad():
-            fused = fuse(a, b)
-        fused = _to_image(fused, "fused image").detach().float().cpu()
-        if fused.shape != a.shape and fused.shape != b.shape:
-            raise ValueError(
-                f"method returned shape {tuple(fused.shape)} for inputs of shape {tuple(a.shape)}"
-            )
-        if not torch.isfinite(fused).all():
-            raise ValueError(f"method returned NaN or infinite values for image {name!r}")
-        if get_convention(conv).stretch != "none":
-            fused = stretch(fused)
-        fused = fused.clamp(0.0, 1.0)
+        a, b = _to_image(a, "a").float(), _to_image(b, "b").float()
+        fused = _fused_for_scoring(fuse, a, b, name, get_convention(conv).stretch != "none")
         key = str(name)
         if key in rows:
             raise ValueError(f"duplicate image name {key!r} in the dataset")
