@@ -15,7 +15,8 @@ from its definitions, with its own metric names, so that a score can be put besi
 * ``vifb``: the VIFB toolbox's 13 MATLAB metrics, called ``metricsX(imgVI, imgIR, fused)``
   with VI = MRI, IR = CT.
 * ``fmi-m``: ``fmi.m``'s FMI with its quirks (:func:`dilran_lite.metrics.fmi`, ``fmi_m=True``),
-  beside the package's clean FMI.
+  beside the package's clean FMI: features ``'none'`` (FMI_pixel) and ``'gradient'``; its
+  ``'edge'`` feature (MATLAB's ``edge``, with thinning) is not reproduced.
 
 Every metric takes the 8-bit images ``(mri, ct, fused)`` (uint8 arrays (H, W), or anything
 :func:`dilran_lite.metrics.to_uint8` accepts). :func:`score` computes a convention's metrics
