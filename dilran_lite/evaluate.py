@@ -12,11 +12,19 @@ MRI-SPECT) the colour source and the fused image are scored on their Y channel (
     dilran-lite evaluate --fused out/ --dataset data/harvard-mri-ct --split series/test
 
 (``dilran-lite evaluate`` forwards its arguments to :func:`run_from_args`.)
+
+``convention=`` (``--convention``) scores under a named evaluator convention of
+:mod:`dilran_lite.conventions` instead of the package's definitions (``textbook``): ``cddfuse``,
+``cddfuse-dr255``, ``vifb`` or ``fmi-m``, with that evaluator's own metric names as columns. The
+convention is in ``df.attrs["convention"]`` and, with ``csv_path``, in a sidecar file beside
+the CSV (``scores.csv`` -> ``scores.csv.convention.json``: name, source, image reading, stretch,
+and each metric's unit and pair rule).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -28,15 +36,16 @@ import pandas as pd
 import torch
 
 from .color import fuse_colour, rgb_to_luma
+from .conventions import CONVENTIONS, DEFAULT_CONVENTION, describe, get_convention, score, stretch
 from .errors import UserError
 from .inference import fused_filename
-from .metrics import METRICS, compute_metrics
 
 __all__ = [
     "BUILTIN_METHODS",
     "evaluate",
     "evaluate_folder",
     "resolve_dataset",
+    "sidecar_path",
     "main",
     "build_parser",
     "check_args",
@@ -139,18 +148,51 @@ def _check_csv(csv_path) -> Path | None:
     return path
 
 
-def _score(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor, names) -> dict[str, float]:
-    """Metrics of one triple; a colour source and a colour fused image are scored on Y."""
+def _score(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor, names, conv) -> dict[str, float]:
+    """Metrics of one triple under convention ``conv``; a colour source and a colour fused image
+    are scored on Y."""
     if b.shape[-3] == 3:
         b = rgb_to_luma(b)
     if fused.shape[-3] == 3:
         fused = rgb_to_luma(fused)
-    return compute_metrics(a, b, fused, names)
+    return score(conv, a, b, fused, names)
 
 
-def _table(rows: dict[str, dict[str, float]], names: list[str], csv: Path | None) -> pd.DataFrame:
+def sidecar_path(csv_path: Union[str, os.PathLike]) -> Path:
+    """The file beside a results CSV that records its convention: ``NAME.csv.convention.json``."""
+    path = Path(csv_path)
+    return path.with_name(path.name + ".convention.json")
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.dilran-partial.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _write_sidecar(csv: Path, conv_name: str) -> None:
+    """Record the convention of ``csv`` (name, source, reading, stretch, units) beside it."""
+    conv = get_convention(conv_name)
+    info = {
+        "convention": conv.name,
+        "source": conv.source,
+        "image_reading": conv.reading,
+        "stretch": conv.stretch,
+        "metrics": describe(conv),
+        "csv": csv.name,
+    }
+    text = json.dumps(info, indent=1) + "\n"
+    _write_atomic(sidecar_path(csv), lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _table(
+    rows: dict[str, dict[str, float]],
+    names: list[str],
+    csv: Path | None,
+    convention: str = DEFAULT_CONVENTION,
+) -> pd.DataFrame:
     """One row per image, then the ``mean`` row (also in ``attrs["mean"]``); written to ``csv``
-    atomically when given."""
+    atomically when given, with the convention in a sidecar (:func:`sidecar_path`)."""
     if not rows:
         raise ValueError("the dataset is empty")
     table = pd.DataFrame.from_dict(rows, orient="index", columns=names)
@@ -163,18 +205,27 @@ def _table(rows: dict[str, dict[str, float]], names: list[str], csv: Path | None
             mean[col] = math.inf
     table.loc["mean"] = mean
     table.attrs["mean"] = {k: float(v) for k, v in mean.items()}
+    table.attrs["convention"] = convention
     if csv is not None:
-        tmp = csv.with_name(f".{csv.name}.dilran-partial.tmp")
-        table.to_csv(tmp, float_format="%.6g")
-        os.replace(tmp, csv)
+        _write_atomic(csv, lambda p: table.to_csv(p, float_format="%.6g"))
+        _write_sidecar(csv, convention)
     return table
 
 
-def _metric_names(metrics: Sequence[str] | None) -> list[str]:
-    names = list(METRICS) if metrics is None else list(metrics)
-    unknown = [n for n in names if n not in METRICS]
+def _convention(convention: str | None) -> str:
+    """The convention's name, checked (:class:`UserError` naming the known ones)."""
+    try:
+        return get_convention(convention).name
+    except ValueError as err:
+        raise UserError(str(err)) from err
+
+
+def _metric_names(metrics: Sequence[str] | None, convention: str | None = None) -> list[str]:
+    known = get_convention(convention).names
+    names = known if metrics is None else list(metrics)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise KeyError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
+        raise KeyError(f"unknown metric(s) {unknown}; known: {known}")
     return names
 
 
@@ -186,6 +237,23 @@ def _to_image(x, name: str) -> torch.Tensor:
     return x
 
 
+def _fused_for_scoring(fuse: FuseFn, a: torch.Tensor, b: torch.Tensor, name, stretched: bool):
+    """The method's fused image of one pair, checked, (min-max stretched if ``stretched``) and
+    clamped to [0, 1]."""
+    with torch.no_grad():
+        fused = fuse(a, b)
+    fused = _to_image(fused, "fused image").detach().float().cpu()
+    if fused.shape != a.shape and fused.shape != b.shape:
+        raise ValueError(
+            f"method returned shape {tuple(fused.shape)} for inputs of shape {tuple(a.shape)}"
+        )
+    if not torch.isfinite(fused).all():
+        raise ValueError(f"method returned NaN or infinite values for image {name!r}")
+    if stretched:
+        fused = stretch(fused)
+    return fused.clamp(0.0, 1.0)
+
+
 def evaluate(
     method: Union[str, FuseFn],
     dataset: Union[str, os.PathLike, Sequence],
@@ -193,6 +261,7 @@ def evaluate(
     metrics: Sequence[str] | None = None,
     csv_path: Union[str, os.PathLike, None] = None,
     progress: bool = True,
+    convention: str | None = None,
 ) -> pd.DataFrame:
     """Fuse every pair of ``dataset`` with ``method`` and tabulate the fusion metrics.
 
@@ -207,20 +276,27 @@ def evaluate(
             fused Y (1, H, W) or an RGB image, and ``b`` and an RGB result are scored on Y.
         split: the split for a named dataset (default ``"series/test"``); must be None when a
             dataset object is passed.
-        metrics: metric names from :data:`dilran_lite.metrics.METRICS` (default: all).
+        metrics: metric names of the convention (default: all of them; for ``textbook``
+            those of :data:`dilran_lite.metrics.METRICS`).
         csv_path: where to write the table as CSV (parent folders are created; checked to be
-            writable before any work; written atomically).
+            writable before any work; written atomically), with the convention recorded beside
+            it (:func:`sidecar_path`).
         progress: show a tqdm progress bar.
+        convention: a name of :data:`dilran_lite.conventions.CONVENTIONS` (default
+            ``textbook``). A convention whose evaluator stretches the fused image (``cddfuse``:
+            min-max to the full range, as CDDFuse's test script does before saving) gets the
+            method's output stretched before it is scored.
 
     Returns:
         A DataFrame indexed by image name (index name ``"image"``), one column per metric,
         followed by one last row labelled ``"mean"``: the mean over the images (NaN values, for
         a metric undefined on an image, are skipped). The means are also in
         ``df.attrs["mean"]`` (a dict); use ``df.drop(index="mean")`` for the per-image rows.
-        The CSV holds exactly this table.
+        The CSV holds exactly this table; ``df.attrs["convention"]`` names the convention.
     """
     fuse = _resolve_method(method)
-    names = _metric_names(metrics)
+    conv = _convention(convention)
+    names = _metric_names(metrics, conv)
     csv = _check_csv(csv_path)
     data = resolve_dataset(dataset, split)
     try:
@@ -238,23 +314,13 @@ def evaluate(
         if not isinstance(item, (tuple, list)) or len(item) != 3:
             raise ValueError(f"dataset item {i} must be (a, b, name), got {type(item).__name__}")
         a, b, name = item
-        a = _to_image(a, "a").float()
-        b = _to_image(b, "b").float()
-        with torch.no_grad():
-            fused = fuse(a, b)
-        fused = _to_image(fused, "fused image").detach().float().cpu()
-        if fused.shape != a.shape and fused.shape != b.shape:
-            raise ValueError(
-                f"method returned shape {tuple(fused.shape)} for inputs of shape {tuple(a.shape)}"
-            )
-        if not torch.isfinite(fused).all():
-            raise ValueError(f"method returned NaN or infinite values for image {name!r}")
-        fused = fused.clamp(0.0, 1.0)
+        a, b = _to_image(a, "a").float(), _to_image(b, "b").float()
+        fused = _fused_for_scoring(fuse, a, b, name, get_convention(conv).stretch != "none")
         key = str(name)
         if key in rows:
             raise ValueError(f"duplicate image name {key!r} in the dataset")
-        rows[key] = _score(a, b, fused, names)
-    return _table(rows, names, csv)
+        rows[key] = _score(a, b, fused, names, conv)
+    return _table(rows, names, csv, conv)
 
 
 def _expected(data) -> list[tuple[str, tuple[int, int], bool]]:
@@ -317,6 +383,7 @@ def evaluate_folder(
     metrics: Sequence[str] | None = None,
     csv_path: Union[str, os.PathLike, None] = None,
     progress: bool = True,
+    convention: str | None = None,
 ) -> pd.DataFrame:
     """Score the fused images in ``fused_dir`` against the sources of ``dataset``.
 
@@ -326,11 +393,13 @@ def evaluate_folder(
     ``split`` and ``pairs``: as :func:`resolve_dataset` (a name, a folder whose pair set is
     guessed, or any sequence of ``(a, b, name)`` such as a phantom). Every missing, unreadable
     or mis-sized image and an unwritable ``csv_path`` are named before any work
-    (:class:`UserError`). Returns the table of :func:`evaluate`.
+    (:class:`UserError`). ``convention``: as :func:`evaluate`; the saved images are scored as
+    they are (no stretch). Returns the table of :func:`evaluate`.
     """
     from .data import load_image
 
-    names = _metric_names(metrics)
+    conv = _convention(convention)
+    names = _metric_names(metrics, conv)
     csv = _check_csv(csv_path)
     data = resolve_dataset(dataset, split, pairs)
     folder = Path(fused_dir)
@@ -350,8 +419,8 @@ def evaluate_folder(
             raise UserError(str(err)) from err
         if name in rows:
             raise ValueError(f"duplicate image name {name!r} in the dataset")
-        rows[name] = _score(a.float(), b.float(), fused, names)
-    return _table(rows, names, csv)
+        rows[name] = _score(a.float(), b.float(), fused, names, conv)
+    return _table(rows, names, csv, conv)
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
@@ -369,7 +438,16 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--dataset", default="mri-ct", help="pair-set name or folder (default mri-ct)")
     p.add_argument("--pairs", default=None, help="with a --dataset folder: mri-ct, mri-pet, ...")
     p.add_argument("--split", default="series/test", help="e.g. series/test, paper/test")
-    p.add_argument("--metrics", nargs="*", default=None, help=f"subset of {list(METRICS)}")
+    p.add_argument(
+        "--metrics", nargs="*", default=None, help="a subset of the convention's metrics"
+    )
+    p.add_argument(
+        "--convention",
+        default=DEFAULT_CONVENTION,
+        choices=list(CONVENTIONS),
+        help="evaluator convention: the package's (textbook, default) or a published "
+        "evaluator's, with its own metric names (see dilran_lite.conventions)",
+    )
     p.add_argument("--csv", default=None, help="write the table to this CSV file")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -385,13 +463,13 @@ def check_args(args: argparse.Namespace) -> None:
             f"give one of --method, --weights or --fused, not {' and '.join(given)}: each names "
             "what is scored"
         )
-    _metric_names_or_exit(args.metrics)
+    _metric_names_or_exit(args.metrics, getattr(args, "convention", None))
     _check_csv(args.csv)
 
 
-def _metric_names_or_exit(metrics) -> list[str]:
+def _metric_names_or_exit(metrics, convention: str | None = None) -> list[str]:
     try:
-        return _metric_names(metrics)
+        return _metric_names(metrics, _convention(convention))
     except KeyError as err:
         raise UserError(str(err).strip("'\"")) from err
 
@@ -419,6 +497,7 @@ def run_from_args(args: argparse.Namespace, method: FuseFn | None = None) -> int
             metrics=args.metrics,
             csv_path=args.csv,
             progress=progress,
+            convention=getattr(args, "convention", None),
         )
     else:
         data = resolve_dataset(args.dataset, args.split, args.pairs)
@@ -428,6 +507,7 @@ def run_from_args(args: argparse.Namespace, method: FuseFn | None = None) -> int
             metrics=args.metrics,
             csv_path=args.csv,
             progress=progress,
+            convention=getattr(args, "convention", None),
         )
     _print(table)
     if args.csv:

@@ -41,6 +41,7 @@ __all__ = [
     "ssim",
     "mi",
     "mutual_information",
+    "MI_UNITS",
     "fmi",
     "fsim",
     "phase_congruency",
@@ -251,15 +252,22 @@ def mi(x: ImageLike, y: ImageLike) -> float:
     return _mi_u8(x8, y8)
 
 
-def mutual_information(a: ImageLike, b: ImageLike, f: ImageLike) -> float:
+MI_UNITS = {"bits": 1.0, "nats": math.log(2.0)}
+"""Units of :func:`mutual_information`: the factor from bits (log2) to each unit."""
+
+
+def mutual_information(a: ImageLike, b: ImageLike, f: ImageLike, unit: str = "bits") -> float:
     """Fusion mutual information in bits: ``MI = MI(F, A) + MI(F, B)`` (a sum, Qu et al. 2002).
 
     Each term as in :func:`mi` (8-bit images, 256 bins, log2). This is the field's definition;
     the DILRAN paper's published code averaged the two terms with natural logs (the book's
-    appendix, "The released DILRAN code, measured").
+    appendix, "The released DILRAN code, measured"). ``unit="nats"`` gives the same sum with
+    natural logs (bits x ln 2), as CDDFuse's and VIFB's evaluators report it.
     """
+    if unit not in MI_UNITS:
+        raise ValueError(f"unit must be one of {list(MI_UNITS)}, got {unit!r}")
     a8, b8, f8 = _triple(a, b, f)
-    return _mi_u8(f8, a8) + _mi_u8(f8, b8)
+    return (_mi_u8(f8, a8) + _mi_u8(f8, b8)) * MI_UNITS[unit]
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,18 +283,25 @@ def sd(f: ImageLike) -> float:
     return float(to_uint8(f, "f").astype(np.float64).std())
 
 
-def sf(f: ImageLike) -> float:
+def sf(f: ImageLike, divisor: str = "differences") -> float:
     """Spatial frequency of the fused image, in grey levels: ``SF = sqrt(RF^2 + CF^2)``.
 
     ``RF^2 = mean_{i,j} (F(i,j) - F(i,j-1))^2`` (horizontal neighbours) and
     ``CF^2 = mean_{i,j} (F(i,j) - F(i-1,j))^2`` (vertical neighbours), each the mean over the
-    available differences, on the 8-bit image. Source: Eskicioglu & Fisher, IEEE Trans. Commun.
-    43(12), 1995. A constant image has SF 0.
+    available differences (M(N-1) and (M-1)N), on the 8-bit image. Source: Eskicioglu & Fisher,
+    IEEE Trans. Commun. 43(12), 1995. A constant image has SF 0. ``divisor="MN"`` divides both
+    sums of squares by M*N instead (the VIFB toolbox's ``metricsSpatial_frequency.m``).
     """
+    if divisor not in ("differences", "MN"):
+        raise ValueError(f"divisor must be 'differences' or 'MN', got {divisor!r}")
     x = to_uint8(f, "f").astype(np.float64)
     _require_min_size(x, 2, "SF")
-    rf2 = np.mean(np.diff(x, axis=1) ** 2)
-    cf2 = np.mean(np.diff(x, axis=0) ** 2)
+    if divisor == "MN":
+        rf2 = np.sum(np.diff(x, axis=1) ** 2) / x.size
+        cf2 = np.sum(np.diff(x, axis=0) ** 2) / x.size
+    else:
+        rf2 = np.mean(np.diff(x, axis=1) ** 2)
+        cf2 = np.mean(np.diff(x, axis=0) ** 2)
     return float(np.sqrt(rf2 + cf2))
 
 
@@ -294,7 +309,7 @@ AG_DEFINITIONS = ("central", "forward")
 """The two average-gradient definitions :func:`ag` offers; the tables use ``"central"``."""
 
 
-def ag(f: ImageLike, definition: str = "central") -> float:
+def ag(f: ImageLike, definition: str = "central", divisor: str = "(M-1)(N-1)") -> float:
     """Average gradient of the fused image, in grey levels per pixel (8-bit image).
 
     Both definitions average ``sqrt((dx^2 + dy^2) / 2)``; they differ in the differences and
@@ -302,23 +317,28 @@ def ag(f: ImageLike, definition: str = "central") -> float:
 
     * ``"central"`` (default, used by the tables): ``dx, dy`` from ``numpy.gradient`` (central
       differences inside, one-sided differences on the border, as MATLAB's ``gradient``), summed
-      over all M x N pixels and divided by ``(M-1)(N-1)``. This is what the evaluation code of
-      most fusion papers computes (e.g. the VIFB benchmark's MATLAB code and CDDFuse's
-      ``Evaluator.py``).
+      over all M x N pixels and divided by ``divisor``: ``"(M-1)(N-1)"`` (default), as the VIFB
+      benchmark's MATLAB code (``metricsAvg_gradient.m``) computes it, or ``"MN"`` (the plain
+      mean), as CDDFuse's ``Evaluator.AG`` does: that is smaller by (M-1)(N-1)/(MN), a factor
+      0.99220 at 256x256.
     * ``"forward"``: forward differences ``dx = F(i, j+1) - F(i, j)``,
       ``dy = F(i+1, j) - F(i, j)`` at the (M-1)(N-1) pixels that have both, averaged: the
-      formula as printed in Cui, Feng, Xu, Li & Chen, Opt. Commun. 341, 2015.
+      formula as printed in Cui, Feng, Xu, Li & Chen, Opt. Commun. 341, 2015 (``divisor`` is
+      not used).
 
     A constant image has AG 0 under both.
     """
     if definition not in AG_DEFINITIONS:
         raise ValueError(f"definition must be one of {AG_DEFINITIONS}, got {definition!r}")
+    if divisor not in ("(M-1)(N-1)", "MN"):
+        raise ValueError(f"divisor must be '(M-1)(N-1)' or 'MN', got {divisor!r}")
     x = to_uint8(f, "f").astype(np.float64)
     _require_min_size(x, 2, "AG")
     if definition == "central":
         dy, dx = np.gradient(x)
         s = np.sqrt((dx**2 + dy**2) / 2.0)
-        return float(s.sum() / ((x.shape[0] - 1) * (x.shape[1] - 1)))
+        count = x.size if divisor == "MN" else (x.shape[0] - 1) * (x.shape[1] - 1)
+        return float(s.sum() / count)
     dx = x[:-1, 1:] - x[:-1, :-1]
     dy = x[1:, :-1] - x[:-1, :-1]
     return float(np.mean(np.sqrt((dx**2 + dy**2) / 2.0)))
@@ -534,12 +554,38 @@ def _windows(x: np.ndarray, w: int) -> np.ndarray:
     return np.swapaxes(win, -1, -2).reshape(-1, w * w)
 
 
-def _window_pdfs(win: np.ndarray) -> np.ndarray:
-    """Windows (N, n) -> pdfs over the n positions: min-max normalised (flat: ones), sum 1."""
+def _minmax_windows(win: np.ndarray) -> np.ndarray:
+    """Windows (N, n) min-max normalised to [0, 1] each (a flat window: all ones)."""
     lo = win.min(axis=1, keepdims=True)
     rng = win.max(axis=1, keepdims=True) - lo
-    norm = np.where(rng > 0, (win - lo) / np.where(rng > 0, rng, 1.0), 1.0)
+    return np.where(rng > 0, (win - lo) / np.where(rng > 0, rng, 1.0), 1.0)
+
+
+def _window_pdfs(win: np.ndarray) -> np.ndarray:
+    """Windows (N, n) -> pdfs over the n positions: min-max normalised (flat: ones), sum 1."""
+    norm = _minmax_windows(win)
     return norm / norm.sum(axis=1, keepdims=True)
+
+
+def _pdf_correlation(px: np.ndarray, pf: np.ndarray, sequential: bool) -> np.ndarray:
+    """Pearson correlation of each pair of pdf vectors (N, n) -> (N,), 0 where undefined.
+
+    ``sequential=True`` sums left to right as fmi.m's MATLAB/Octave ``sum`` and ``mean`` do, so
+    that its round-off is reproduced: for two uniform pdfs (two flat windows) of 9 positions,
+    ``mean(p) - p`` is 2.8e-17 rather than 0 and the correlation comes out as exactly 1."""
+    if not sequential:
+        dx = px - px.mean(axis=1, keepdims=True)
+        df = pf - pf.mean(axis=1, keepdims=True)
+        sxy = (dx * df).sum(axis=1)
+        sxx_syy = (dx * dx).sum(axis=1) * (df * df).sum(axis=1)
+        return np.where(sxx_syy > 0, sxy / np.sqrt(np.where(sxx_syy > 0, sxx_syy, 1.0)), 0.0)
+    n = px.shape[1]
+    dx = px - (np.cumsum(px, axis=1)[:, -1:] / n)
+    df = pf - (np.cumsum(pf, axis=1)[:, -1:] / n)
+    sxy = np.cumsum(dx * df, axis=1)[:, -1]
+    sxx_syy = np.cumsum(dx * dx, axis=1)[:, -1] * np.cumsum(df * df, axis=1)[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(sxy != 0, sxy / np.sqrt(sxx_syy), 0.0)
 
 
 def _plogp_abs(p: np.ndarray, axis) -> np.ndarray:
@@ -549,16 +595,13 @@ def _plogp_abs(p: np.ndarray, axis) -> np.ndarray:
     return -(p * np.log2(safe)).sum(axis=axis)
 
 
-def _fmi_windows(px: np.ndarray, pf: np.ndarray) -> np.ndarray:
-    """Normalised feature MI ``2 I(X;F) / (H(X) + H(F))`` of each window pair (N, n) -> (N,)."""
+def _fmi_windows(px: np.ndarray, pf: np.ndarray, sequential: bool = False) -> np.ndarray:
+    """Normalised feature MI ``2 I(X;F) / (H(X) + H(F))`` of each window pair (N, n) -> (N,);
+    ``sequential``: the pdf correlation summed as fmi.m sums (:func:`_pdf_correlation`)."""
     n = px.shape[1]
     cx = np.cumsum(px, axis=1)
     cf = np.cumsum(pf, axis=1)
-    dx = px - px.mean(axis=1, keepdims=True)
-    df = pf - pf.mean(axis=1, keepdims=True)
-    sxy = (dx * df).sum(axis=1)
-    sxx_syy = (dx * dx).sum(axis=1) * (df * df).sum(axis=1)
-    c = np.where(sxx_syy > 0, sxy / np.sqrt(np.where(sxx_syy > 0, sxx_syy, 1.0)), 0.0)
+    c = _pdf_correlation(px, pf, sequential)
     pos = np.arange(1, n + 1, dtype=np.float64)
     std_x = np.sqrt(np.abs(px @ pos**2 - (px @ pos) ** 2))
     std_f = np.sqrt(np.abs(pf @ pos**2 - (pf @ pos) ** 2))
@@ -587,7 +630,14 @@ def _fmi_windows(px: np.ndarray, pf: np.ndarray) -> np.ndarray:
     return np.where(ok, 2.0 * mi / np.where(ok, total, 1.0), 0.0)
 
 
-def fmi(a: ImageLike, b: ImageLike, f: ImageLike, feature: str = "pixel", window: int = 3) -> float:
+def fmi(
+    a: ImageLike,
+    b: ImageLike,
+    f: ImageLike,
+    feature: str = "pixel",
+    window: int = 3,
+    fmi_m: bool = False,
+) -> float:
     """Feature mutual information FMI (dimensionless, 1 for F = A = B), windowed ("fast") form.
 
     Follows the reference MATLAB code ``fmi.m`` (Haghighat). Features: ``"pixel"`` the 8-bit
@@ -610,6 +660,15 @@ def fmi(a: ImageLike, b: ImageLike, f: ImageLike, feature: str = "pixel", window
     Pair value: ``FMI = mean over windows of (FMI_AF + FMI_BF) / 2`` (an average).
     Sources: Haghighat, Aghagolzadeh & Seyedarabi, Comput. Electr. Eng. 37(5), 2011;
     Haghighat & Razian, "Fast-FMI", IEEE AICT 2014.
+
+    ``fmi_m=True`` reproduces ``fmi.m`` with its two quirks (the convention ``fmi-m`` of
+    :mod:`dilran_lite.conventions`): (1) two flat windows of different values score 1, not 0
+    (its left-to-right sums leave a round-off of 2.8e-17 in ``pdf - mean(pdf)`` that makes the
+    correlation of two uniform pdfs exactly 1); (2) it normalises the fused window in place on
+    the first source's side, so the second source's "equal windows" test compares B's raw window
+    with F's *normalised* one: where F copies a window of B but not of A, FMI_BF is computed
+    rather than 1 (0 for a lone non-zero pixel, whose pdf is one-hot). The order of ``a`` and
+    ``b`` then matters (fmi.m's ``ima``, ``imb``).
     """
     if not isinstance(window, (int, np.integer)) or window < 2:
         raise ValueError(f"window must be an integer >= 2, got {window!r}")
@@ -620,10 +679,14 @@ def fmi(a: ImageLike, b: ImageLike, f: ImageLike, feature: str = "pixel", window
     wa = _windows(_fmi_feature(a8, feature), window)
     wb = _windows(_fmi_feature(b8, feature), window)
     wf = _windows(_fmi_feature(f8, feature), window)
-    return 0.5 * (_fmi_sum(wa, wf) + _fmi_sum(wb, wf)) / wf.shape[0]
+    wf_b = wf
+    if fmi_m:  # fmi.m's F window after the A side: normalised unless A's window equalled it
+        wf_b = np.where(np.all(wa == wf, axis=1)[:, None], wf, _minmax_windows(wf))
+    total_a = _fmi_sum(wa, wf, sequential=fmi_m)
+    return 0.5 * (total_a + _fmi_sum(wb, wf_b, sequential=fmi_m)) / wf.shape[0]
 
 
-def _fmi_sum(wx: np.ndarray, wf: np.ndarray, chunk: int = 1024) -> float:
+def _fmi_sum(wx: np.ndarray, wf: np.ndarray, chunk: int = 1024, sequential: bool = False) -> float:
     """Sum over windows of FMI_XF from the raw feature windows (N, n): windows equal in X and F
     score 1 (the reference's ``if aSub == fSub``), the others are computed in small chunks (the
     (chunk, n, n) temporaries then stay in the CPU cache)."""
@@ -631,7 +694,8 @@ def _fmi_sum(wx: np.ndarray, wf: np.ndarray, chunk: int = 1024) -> float:
     px, pf = _window_pdfs(wx[~same]), _window_pdfs(wf[~same])
     total = float(same.sum())
     for s in range(0, px.shape[0], chunk):
-        total += float(_fmi_windows(px[s : s + chunk], pf[s : s + chunk]).sum())
+        part = _fmi_windows(px[s : s + chunk], pf[s : s + chunk], sequential)
+        total += float(part.sum())
     return total
 
 

@@ -256,7 +256,7 @@ def test_csv_path_is_checked_before_the_work(tmp_path, small, monkeypatch):
     from dilran_lite.errors import UserError
 
     calls = []
-    monkeypatch.setattr(E, "compute_metrics", lambda *a: calls.append(1) or {})
+    monkeypatch.setattr(E, "score", lambda *a: calls.append(1) or {})
     with pytest.raises(UserError, match="is a folder"):
         evaluate("average", small, csv_path=tmp_path, progress=False)
     (tmp_path / "file").write_text("x")

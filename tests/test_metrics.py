@@ -578,3 +578,22 @@ def test_registry_names():
     assert M.PAPER_METRICS == ["PSNR", "SSIM", "MI", "FMI_pixel", "FSIM", "EN"]
     assert M.FIELD_METRICS == ["SD", "SF", "AG", "SCD", "VIF", "Qabf", "MI"]
     assert set(M.PAPER_METRICS + M.FIELD_METRICS) <= set(M.METRICS)
+
+
+def test_ag_sf_and_mi_convention_parameters():
+    rng = np.random.default_rng(7)
+    f = rng.integers(0, 256, (20, 30)).astype(np.uint8)
+    x = f.astype(np.float64)
+    assert M.ag(f, divisor="MN") == pytest.approx(M.ag(f) * 19 * 29 / (20 * 30))
+    rf2 = np.sum(np.diff(x, axis=1) ** 2)
+    cf2 = np.sum(np.diff(x, axis=0) ** 2)
+    assert M.sf(f, divisor="MN") == pytest.approx(np.sqrt((rf2 + cf2) / f.size))
+    assert M.sf(f) == pytest.approx(np.sqrt(rf2 / (20 * 29) + cf2 / (19 * 30)))
+    a, b = rng.integers(0, 256, (2, 20, 30)).astype(np.uint8)
+    bits = M.mutual_information(a, b, f)
+    assert M.mutual_information(a, b, f, unit="nats") == pytest.approx(bits * np.log(2))
+    for bad in (lambda: M.ag(f, divisor="N"), lambda: M.sf(f, divisor="x")):
+        with pytest.raises(ValueError, match="divisor"):
+            bad()
+    with pytest.raises(ValueError, match="unit"):
+        M.mutual_information(a, b, f, unit="dits")
