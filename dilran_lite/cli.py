@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 from collections.abc import Sequence
@@ -188,10 +189,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     method = None
     if args.weights:
         resolve_dataset(args.dataset, args.split, args.pairs)  # the data, before the weights
-        from .inference import fuse_pair
+        from .inference import fuse_pair, make_fuser
 
-        model = _load(args)
-        method = lambda a, b: fuse_pair(model, a, b, args.strategy)  # noqa: E731
+        fuser = make_fuser(_load(args), args.strategy)
+        method = functools.partial(fuse_pair, fuser)
     return run_from_args(args, method)
 
 

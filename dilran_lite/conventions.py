@@ -36,9 +36,8 @@ from skimage.metrics import structural_similarity
 
 from .metrics import (
     METRICS,
-    _corr,
-    _triple,
     ag,
+    correlation,
     entropy,
     fmi,
     mutual_information,
@@ -48,6 +47,7 @@ from .metrics import (
     sf,
     ssim,
     to_uint8,
+    uint8_triple,
     vif,
 )
 
@@ -99,7 +99,7 @@ def _f64(*xs: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def cdd_mse(mri: np.ndarray, ct: np.ndarray, f: np.ndarray) -> float:
     """CDDFuse ``MSE``: mean of MSE(CT, F) and MSE(MRI, F), in squared grey levels (0..255)."""
-    m, c, x = _f64(*_triple(mri, ct, f))
+    m, c, x = _f64(*uint8_triple(mri, ct, f))
     return float((np.mean((c - x) ** 2) + np.mean((m - x) ** 2)) / 2.0)
 
 
@@ -112,8 +112,8 @@ def cdd_psnr(mri: np.ndarray, ct: np.ndarray, f: np.ndarray) -> float:
 
 def cdd_cc(mri: np.ndarray, ct: np.ndarray, f: np.ndarray) -> float:
     """CDDFuse ``CC``: mean of the Pearson correlations r(CT, F) and r(MRI, F)."""
-    m, c, x = _f64(*_triple(mri, ct, f))
-    return (_corr(c, x) + _corr(m, x)) / 2.0
+    m, c, x = _f64(*uint8_triple(mri, ct, f))
+    return (correlation(c, x) + correlation(m, x)) / 2.0
 
 
 def cdd_ssim(mri: np.ndarray, ct: np.ndarray, f: np.ndarray, data_range: float = 2.0) -> float:
@@ -122,7 +122,7 @@ def cdd_ssim(mri: np.ndarray, ct: np.ndarray, f: np.ndarray, data_range: float =
     (-2..2). scikit-image 0.19 (CDDFuse's pin) gave the float32 images it is called with
     ``data_range = 2`` (the float dtype range -1..1), so C1 = 4e-4 and C2 = 3.6e-3 on grey
     levels 0..255: near-zero stabilisers. ``data_range=255`` is the ``cddfuse-dr255`` variant."""
-    m, c, x = (v.astype(np.float32) for v in _triple(mri, ct, f))  # float32, as CDDFuse reads
+    m, c, x = (v.astype(np.float32) for v in uint8_triple(mri, ct, f))  # float32, as CDDFuse reads
     one = [structural_similarity(x, s, data_range=data_range) for s in (c, m)]
     return float(one[0] + one[1])
 
@@ -161,7 +161,7 @@ def _mn_error(x: np.ndarray, f: np.ndarray) -> float:
 def vifb_rmse(mri: np.ndarray, ct: np.ndarray, f: np.ndarray) -> float:
     """VIFB ``Rmse``: mean over the sources of :func:`_mn_error` (the textbook RMSE / 256 at
     256x256), in grey levels."""
-    m, c, x = _f64(*_triple(mri, ct, f))
+    m, c, x = _f64(*uint8_triple(mri, ct, f))
     return (_mn_error(m, x) + _mn_error(c, x)) / 2.0
 
 
@@ -178,7 +178,7 @@ def _grey_histogram(x8: np.ndarray) -> np.ndarray:
 def vifb_cross_entropy(mri: np.ndarray, ct: np.ndarray, f: np.ndarray) -> float:
     """VIFB ``Cross_entropy`` in bits: mean over the sources of ``sum p_X log2(p_X / p_F)``
     over the grey levels where both histograms are non-zero."""
-    m8, c8, f8 = _triple(mri, ct, f)
+    m8, c8, f8 = uint8_triple(mri, ct, f)
     pf = _grey_histogram(f8)
     out = 0.0
     for x8 in (m8, c8):
@@ -200,7 +200,7 @@ def _rescale_255(x8: np.ndarray) -> np.ndarray:
 def vifb_mutinf(mri: np.ndarray, ct: np.ndarray, f: np.ndarray) -> float:
     """VIFB ``Mutinf``: MI(VI, F) + MI(IR, F) in **nats** on images each min-max stretched to
     0..255 first (256x256 joint histogram); equal to CDDFuse's MI for images spanning 0..255."""
-    m8, c8, f8 = (_rescale_255(x) for x in _triple(mri, ct, f))
+    m8, c8, f8 = (_rescale_255(x) for x in uint8_triple(mri, ct, f))
     return mutual_information(m8, c8, f8, unit="nats")
 
 
@@ -257,7 +257,7 @@ def vifb_qcb(mri: np.ndarray, ct: np.ndarray, f: np.ndarray) -> float:
     ``exp(-(r/15.387)^2) - 0.7622 exp(-(r/1.3456)^2)`` (r on freqspace scaled by size/30),
     local contrasts from 31x31 Gaussians (sd 2 and 4), per-pixel preservation ratios weighted
     by the sources' squared contrasts; the mean over pixels (dimensionless, 0..1)."""
-    ims = [_normalize1(x) for x in _triple(mri, ct, f)]
+    ims = [_normalize1(x) for x in uint8_triple(mri, ct, f)]
     rows, cols = ims[0].shape
     u, v = _freqspace(rows, cols)
     r = np.sqrt((cols / 30.0 * u) ** 2 + (rows / 30.0 * v) ** 2)
@@ -288,7 +288,7 @@ def vifb_qcv(mri: np.ndarray, ct: np.ndarray, f: np.ndarray) -> float:
     magnitude and the mean squared Mannos-Sakrison-filtered difference (source - fused, r on
     freqspace scaled by size/8); ``sum(l1 D1 + l2 D2) / sum(l1 + l2)``: lower is better (grey
     levels^2). MATLAB squares the complex filtered difference; the real part is returned."""
-    m, c, x = (_normalize1(v) for v in _triple(mri, ct, f))
+    m, c, x = (_normalize1(v) for v in uint8_triple(mri, ct, f))
     k1 = np.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
     rows, cols = m.shape
     u, v = _freqspace(rows, cols)
@@ -441,7 +441,7 @@ def score(convention, mri, ct, fused, names: list[str] | None = None) -> dict[st
     unknown = [n for n in names if n not in conv.metrics]
     if unknown:
         raise KeyError(f"unknown metric(s) {unknown} for convention {conv.name}: {conv.names}")
-    m8, c8, f8 = _triple(mri, ct, fused)
+    m8, c8, f8 = uint8_triple(mri, ct, fused)
     return {n: float(conv.metrics[n].fn(m8, c8, f8)) for n in names}
 
 

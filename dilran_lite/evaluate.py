@@ -34,11 +34,14 @@ from typing import Callable, Union
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
+from tqdm.auto import tqdm
 
+from .baselines import BASELINES
 from .color import fuse_colour, rgb_to_luma
 from .conventions import CONVENTIONS, DEFAULT_CONVENTION, describe, get_convention, score, stretch
 from .errors import UserError
-from .inference import fused_filename
+from .inference import fuse_pair, fused_filename, make_fuser
 
 __all__ = [
     "BUILTIN_METHODS",
@@ -71,15 +74,20 @@ BUILTIN_METHODS: dict[str, FuseFn] = {"average": _average, "max": _maximum}
 """Baselines with no network: the pixel average and the pixel maximum of the two sources."""
 
 
-def _resolve_method(method: Union[str, FuseFn]) -> FuseFn:
-    if isinstance(method, str):
-        try:
-            return BUILTIN_METHODS[method]
-        except KeyError:
-            raise ValueError(
-                f"unknown built-in method {method!r}; choose one of {sorted(BUILTIN_METHODS)} "
-                "or pass a callable (a, b) -> fused"
-            ) from None
+def _resolve_method(method) -> FuseFn:
+    """``(a, b) -> fused`` for a built-in name, a baseline name, a model (a DILRAN with the
+    default strategy, the learned fusion) or a callable: :func:`dilran_lite.inference.make_fuser`
+    is the one interface; colour pairs go through :func:`~dilran_lite.inference.fuse_pair`."""
+    if isinstance(method, str) and method in BUILTIN_METHODS:
+        return BUILTIN_METHODS[method]
+    if isinstance(method, str) and method not in BASELINES:
+        raise ValueError(
+            f"unknown built-in method {method!r}; choose one of "
+            f"{sorted({*BUILTIN_METHODS, *BASELINES})} or pass a callable (a, b) -> fused"
+        )
+    if isinstance(method, (str, nn.Module)):
+        fuser = make_fuser(method)
+        return lambda a, b: fuse_pair(fuser, a, b)
     if not callable(method):
         raise TypeError(f"method must be a callable or a string, got {type(method).__name__}")
     return method
@@ -299,28 +307,32 @@ def evaluate(
     names = _metric_names(metrics, conv)
     csv = _check_csv(csv_path)
     data = resolve_dataset(dataset, split)
+    rows = _score_dataset(fuse, data, names, conv, progress)
+    return _table(rows, names, csv, conv)
+
+
+def _score_dataset(fuse: FuseFn, data, names: list[str], conv: str, progress: bool) -> dict:
+    """``{name: {metric: value}}`` for every ``(a, b, name)`` of ``data`` fused by ``fuse``."""
     try:
         total = len(data)
     except TypeError:
         total = None
     iterator = iter(data)
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(iterator, total=total, desc="evaluate", leave=False)
-
+    stretch = get_convention(conv).stretch != "none"
     rows: dict[str, dict[str, float]] = {}
     for i, item in enumerate(iterator):
         if not isinstance(item, (tuple, list)) or len(item) != 3:
             raise ValueError(f"dataset item {i} must be (a, b, name), got {type(item).__name__}")
         a, b, name = item
         a, b = _to_image(a, "a").float(), _to_image(b, "b").float()
-        fused = _fused_for_scoring(fuse, a, b, name, get_convention(conv).stretch != "none")
+        fused = _fused_for_scoring(fuse, a, b, name, stretch)
         key = str(name)
         if key in rows:
             raise ValueError(f"duplicate image name {key!r} in the dataset")
         rows[key] = _score(a, b, fused, names, conv)
-    return _table(rows, names, csv, conv)
+    return rows
 
 
 def _expected(data) -> list[tuple[str, tuple[int, int], bool]]:
@@ -407,8 +419,6 @@ def evaluate_folder(
     _check_fused_folder(folder, expected)
     iterator = iter(data)
     if progress:
-        from tqdm.auto import tqdm
-
         iterator = tqdm(iterator, total=len(expected), desc="evaluate", leave=False)
     rows: dict[str, dict[str, float]] = {}
     for (name, _, colour), (a, b, _) in zip(expected, iterator):

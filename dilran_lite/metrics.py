@@ -36,6 +36,8 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 __all__ = [
     "to_uint8",
+    "uint8_triple",
+    "correlation",
     "validate_image",
     "psnr",
     "ssim",
@@ -124,7 +126,7 @@ def to_uint8(x: ImageLike, name: str = "image") -> np.ndarray:
     return np.rint(x.astype(np.float64) * 255.0).astype(np.uint8)
 
 
-def _triple(a: ImageLike, b: ImageLike, f: ImageLike) -> tuple[np.ndarray, ...]:
+def uint8_triple(a: ImageLike, b: ImageLike, f: ImageLike) -> tuple[np.ndarray, ...]:
     """8-bit versions of the sources and the fused image, checked to have one shape."""
     a8, b8, f8 = to_uint8(a, "a"), to_uint8(b, "b"), to_uint8(f, "f")
     if not (a8.shape == b8.shape == f8.shape):
@@ -168,7 +170,7 @@ def psnr(a: ImageLike, b: ImageLike, f: ImageLike) -> float:
     convention, Sec. 4.3). Source: standard definition, e.g. Huynh-Thu & Ghanbari, Electron.
     Lett. 44(13), 2008.
     """
-    a8, b8, f8 = _triple(a, b, f)
+    a8, b8, f8 = uint8_triple(a, b, f)
     return 0.5 * (_psnr_one(a8, f8) + _psnr_one(b8, f8))
 
 
@@ -196,7 +198,7 @@ def ssim(a: ImageLike, b: ImageLike, f: ImageLike) -> float:
     the setting of Wang, Bovik, Sheikh & Simoncelli, IEEE TIP 13(4), 2004, computed by
     ``skimage.metrics.structural_similarity``. Pair value: the average of the two.
     """
-    a8, b8, f8 = _triple(a, b, f)
+    a8, b8, f8 = uint8_triple(a, b, f)
     return 0.5 * (_ssim_one(a8, f8) + _ssim_one(b8, f8))
 
 
@@ -266,7 +268,7 @@ def mutual_information(a: ImageLike, b: ImageLike, f: ImageLike, unit: str = "bi
     """
     if unit not in MI_UNITS:
         raise ValueError(f"unit must be one of {list(MI_UNITS)}, got {unit!r}")
-    a8, b8, f8 = _triple(a, b, f)
+    a8, b8, f8 = uint8_triple(a, b, f)
     return (_mi_u8(f8, a8) + _mi_u8(f8, b8)) * MI_UNITS[unit]
 
 
@@ -347,7 +349,7 @@ def ag(f: ImageLike, definition: str = "central", divisor: str = "(M-1)(N-1)") -
 # --------------------------------------------------------------------------------------------
 # SCD (Aslantas & Bendes 2015)
 # --------------------------------------------------------------------------------------------
-def _corr(x: np.ndarray, y: np.ndarray) -> float:
+def correlation(x: np.ndarray, y: np.ndarray) -> float:
     x = x - x.mean()
     y = y - y.mean()
     den = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
@@ -365,8 +367,8 @@ def scd(a: ImageLike, b: ImageLike, f: ImageLike) -> float:
     differences", AEU Int. J. Electron. Commun. 69(12), 2015. Pair value: a sum by definition.
     Returns NaN when a correlation is undefined (a constant image or difference).
     """
-    a8, b8, f8 = (x.astype(np.float64) for x in _triple(a, b, f))
-    return _corr(f8 - b8, a8) + _corr(f8 - a8, b8)
+    a8, b8, f8 = (x.astype(np.float64) for x in uint8_triple(a, b, f))
+    return correlation(f8 - b8, a8) + correlation(f8 - a8, b8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -430,7 +432,7 @@ def qabf(a: ImageLike, b: ImageLike, f: ImageLike) -> float:
     Lett. 36(4), 2000; conventions of the reference code (``Qabf.m``/``analysis_Qabf.m``, as
     used by the VIFB benchmark). Returns NaN when both sources have no edges (constant images).
     """
-    a8, b8, f8 = (x.astype(np.float64) for x in _triple(a, b, f))
+    a8, b8, f8 = (x.astype(np.float64) for x in uint8_triple(a, b, f))
     g_a, al_a = _edge_strength_orientation(a8)
     g_b, al_b = _edge_strength_orientation(b8)
     g_f, al_f = _edge_strength_orientation(f8)
@@ -524,7 +526,7 @@ def vif(a: ImageLike, b: ImageLike, f: ImageLike) -> float:
     14(2), 2013), which pools the two sources inside one fusion-specific model.
     ``vif(A, B, A) = 1 + VIF(B, A)``.
     """
-    a8, b8, f8 = _triple(a, b, f)
+    a8, b8, f8 = uint8_triple(a, b, f)
     _require_min_size(a8, 41, "VIF")
     return _vif_u8(a8, f8) + _vif_u8(b8, f8)
 
@@ -674,7 +676,7 @@ def fmi(
         raise ValueError(f"window must be an integer >= 2, got {window!r}")
     if feature not in ("pixel", "gradient", "edge"):
         raise ValueError(f"feature must be 'pixel', 'gradient' or 'edge', got {feature!r}")
-    a8, b8, f8 = _triple(a, b, f)
+    a8, b8, f8 = uint8_triple(a, b, f)
     _require_min_size(a8, max(window, 3), "FMI")
     wa = _windows(_fmi_feature(a8, feature), window)
     wb = _windows(_fmi_feature(b8, feature), window)
@@ -823,7 +825,7 @@ def fsim(a: ImageLike, b: ImageLike, f: ImageLike) -> float:
     similarity index for image quality assessment", IEEE TIP 20(8), 2011. Pair value: the
     average of the two. Returns NaN when neither image has any phase congruency.
     """
-    a8, b8, f8 = (x.astype(np.float64) for x in _triple(a, b, f))
+    a8, b8, f8 = (x.astype(np.float64) for x in uint8_triple(a, b, f))
     _require_min_size(a8, 8, "FSIM")
     f_maps = (_phase_congruency(f8), _gradient_magnitude(f8))
     return 0.5 * (_fsim_maps(a8, f8, f_maps) + _fsim_maps(b8, f8, f_maps))
@@ -873,5 +875,5 @@ def compute_metrics(
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise KeyError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
-    a8, b8, f8 = _triple(a, b, f)
+    a8, b8, f8 = uint8_triple(a, b, f)
     return {n: float(METRICS[n](a8, b8, f8)) for n in names}

@@ -77,7 +77,7 @@ def soft_sf(f: torch.Tensor) -> torch.Tensor:
     return 255 * (rf + cf + 1e-12).sqrt()
 
 
-def _corr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     x = x.flatten(1) - x.flatten(1).mean(1, keepdim=True)
     y = y.flatten(1) - y.flatten(1).mean(1, keepdim=True)
     return (x * y).sum(1) / ((x * x).sum(1) * (y * y).sum(1) + 1e-12).sqrt()
@@ -85,7 +85,7 @@ def _corr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def soft_scd(f: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Sum of the correlations of differences ``r(F - B, A) + r(F - A, B)``: (N,)."""
-    return _corr(f - b, a) + _corr(f - a, b)
+    return correlation(f - b, a) + correlation(f - a, b)
 
 
 def _window(n: int, like: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from dilran_lite.surrogates import (
 )
 
 
-def _triple(seed: int = 0) -> tuple[torch.Tensor, ...]:
+def uint8_triple(seed: int = 0) -> tuple[torch.Tensor, ...]:
     """A phantom pair and a blend of it, all on the 8-bit grid: (1, 1, 64, 64) each."""
     a, b, _ = PhantomDataset(n=1, seed=seed, size=64)[0]
     a, b = a[None].float(), b[None].float()
@@ -35,7 +35,7 @@ def _u8(x: torch.Tensor) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_surrogates_equal_the_metrics_on_8_bit_images(seed):
-    a, b, f = _triple(seed)
+    a, b, f = uint8_triple(seed)
     a8, b8, f8 = _u8(a), _u8(b), _u8(f)
     assert float(soft_sd(f)) == pytest.approx(metrics.sd(f8), rel=1e-4)
     assert float(soft_sf(f)) == pytest.approx(metrics.sf(f8), rel=1e-4)
@@ -45,7 +45,7 @@ def test_surrogates_equal_the_metrics_on_8_bit_images(seed):
 
 
 def test_soft_histograms_follow_the_hard_ones():
-    a, b, f = _triple()
+    a, b, f = uint8_triple()
     flat = torch.full_like(f, 0.5)
     # one value: the entropy of the Gaussian kernel itself, 0.5 log2(2 pi e) bits per bin width
     assert float(soft_entropy(flat)) == pytest.approx(0.5 * np.log2(2 * np.pi * np.e), rel=1e-3)
@@ -67,7 +67,7 @@ def test_parse_weights_reads_caps_and_refuses_unknown_names():
 
 
 def test_a_capped_term_gives_no_credit_beyond_the_cap():
-    a, b, _ = _triple()
+    a, b, _ = uint8_triple()
     obj = MetricObjective("SD=1@max")
     m = torch.maximum(a, b)
     assert float(obj(m, a, b)) == pytest.approx(-1.0, abs=1e-5)  # the rule itself scores 1
@@ -78,7 +78,7 @@ def test_a_capped_term_gives_no_credit_beyond_the_cap():
 
 
 def test_metric_objective_gradients_are_finite():
-    a, b, f = _triple()
+    a, b, f = uint8_triple()
     f = f.clone().requires_grad_(True)
     spec = "EN=1,SD=1@max,SF=1@laplacian,MI=1,SCD=1,VIF=1,Qabf=1,SSIM=1"
     loss = MetricObjective(spec)(f, a, b)
@@ -90,7 +90,7 @@ def test_image_output_mixes_the_sources_and_adds_a_share_of_their_detail():
     torch.manual_seed(0)
     layer = LearnedFusion(LearnedConfig("dilran-lite", 16, output="image"))
     layer.attach(build_model("lite").eval())
-    a, b, _ = _triple()
+    a, b, _ = uint8_triple()
     with torch.no_grad():
         out, w = layer(a, b, return_weights=True)
     da, db = fine_detail(a), fine_detail(b)
