@@ -16,6 +16,7 @@ import torch
 
 from ..baselines import BASELINES
 from ..color import rgb_to_luma
+from ..conventions import DEFAULT_CONVENTION
 from ..data import DATASET_DIRS, load_pairs
 from ..learned import load_learned_fusion
 from ..metrics import to_uint8
@@ -182,7 +183,7 @@ def run_beyond(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cache = MetricCache(cache_path)
-    summary: dict = {"metrics": BEYOND_METRICS, "tables": {}}
+    summary: dict = {"metrics": BEYOND_METRICS, "convention": DEFAULT_CONVENTION, "tables": {}}
     path = out / "beyond_summary.json"
     if path.is_file():  # keep the tables of earlier calls (e.g. one split per call)
         summary["tables"] = json.loads(path.read_text()).get("tables", {})

@@ -15,6 +15,7 @@ import torch
 
 from .. import __version__
 from .._io import atomic_write_text
+from ..conventions import DEFAULT_CONVENTION
 from .plan import SplitRuns, selection_metrics
 from .reference import (
     METRIC_CONVENTIONS,
@@ -65,6 +66,7 @@ def base_summary(
         "machine": machine_info(),
         "metrics": {
             "names": list(metrics),
+            "convention": DEFAULT_CONVENTION,
             "conventions": METRIC_CONVENTIONS,
             "selection_metrics": selection_metrics(metrics),
         },
