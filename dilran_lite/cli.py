@@ -150,7 +150,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = None if args.resume else checked
     last = Path(args.out) / "last.safetensors"
     if args.resume and last.is_file():  # the configuration comes from the checkpoint
-        saved = TrainConfig.from_dict(read_metadata(last).get("train_config") or {})
+        try:
+            saved = TrainConfig.from_dict(read_metadata(last).get("train_config") or {})
+        except UserError as err:
+            raise UserError(f"cannot resume {last}: its training config is invalid: {err}") from err
         cfg = dataclasses.replace(saved, **given)  # a conflict is refused by train()
     resolve_device(args.device)
     _, meta = train(cfg, args.out, resume=args.resume, device=args.device, overwrite=args.overwrite)

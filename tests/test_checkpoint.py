@@ -160,3 +160,17 @@ def test_save_epoch_keeps_last_and_best(tmp_path):
     assert best == 0.5 and history["val_loss"] == [0.5, 0.7]
     assert C.read_metadata(tmp_path / "last.safetensors")["epoch"] == 2
     assert C.read_metadata(tmp_path / "best.safetensors")["epoch"] == 1
+
+
+def test_a_diverging_learned_run_stops_before_writing(tmp_path, monkeypatch):
+    import dilran_lite.learned as L
+
+    class NaNObjective(torch.nn.Module):
+        def forward(self, f, a, b):
+            return (f * float("nan")).mean()
+
+    monkeypatch.setattr(L, "make_objective", lambda cfg: NaNObjective())
+    cfg = L.learned_quick_config(epochs=1, steps_per_epoch=2, phantom_pairs=2)
+    with pytest.raises(UserError, match="training diverged"):
+        L.train_learned_fusion(cfg, tmp_path / "lf", progress=False)
+    assert not (tmp_path / "lf" / "last.safetensors").exists()
