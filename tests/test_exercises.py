@@ -3,7 +3,6 @@ yet" (no traceback), a wrong version fails and names the first difference."""
 
 from __future__ import annotations
 
-import nbformat
 import numpy as np
 import pytest
 import torch
@@ -226,54 +225,3 @@ def test_random_vgg_matches_torchvision_layout():
     assert [tuple(p.shape) for p in ours.parameters()] == [
         tuple(p.shape) for p in theirs.parameters()
     ]
-
-
-def _student_notebook(path, body: str) -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [
-        nbformat.v4.new_code_cell("from dilran_lite.exercises import check_entropy, check_mse"),
-        nbformat.v4.new_code_cell(body),
-        nbformat.v4.new_code_cell("check_entropy(entropy)\ncheck_mse(mse_term)"),
-    ]
-    nbformat.write(nb, path)
-
-
-@pytest.mark.slow
-def test_grade_folder(tmp_path, capsys):
-    folder = tmp_path / "hand-in"
-    folder.mkdir()
-    _student_notebook(
-        folder / "ada.ipynb",
-        "from dilran_lite.metrics import entropy\n"
-        "def mse_term(o, t):\n    return ((o - t) ** 2).sum()",
-    )
-    _student_notebook(
-        folder / "bob.ipynb",
-        "def entropy(f):\n    raise NotImplementedError\n"
-        "def mse_term(o, t):\n    raise NotImplementedError",
-    )
-    (folder / "cy").mkdir()  # one student, two notebooks: the best status of each counts
-    _student_notebook(
-        folder / "cy" / "part1.ipynb",
-        "from dilran_lite.metrics import entropy\n"
-        "def mse_term(o, t):\n    raise NotImplementedError",
-    )
-    _student_notebook(
-        folder / "cy" / "part2.ipynb",
-        "from dilran_lite.losses import mse_term\ndef entropy(f):\n    return 0.0\n1 / 0",
-    )
-    out_csv = tmp_path / "grades.csv"
-    rc = ex.main(["grade", str(folder), "--csv", str(out_csv), "--timeout", "120"])
-    assert rc == 0
-    table = capsys.readouterr().out
-    assert "ada" in table and "bob" in table
-    rows = {r.split(",")[0]: r for r in out_csv.read_text().splitlines()}
-    assert rows["student"] == "student,notebooks,entropy,mse,note"
-    assert rows["ada"] == "ada,1,passed,failed,"
-    assert rows["bob"] == "bob,1,not done yet,not done yet,"
-    assert rows["cy"] == "cy,2,passed,passed,part2.ipynb: 1 cell(s) raised an error"
-
-
-def test_grade_refuses_a_missing_folder(tmp_path, capsys):
-    assert ex.main(["grade", str(tmp_path / "nope")]) == 2
-    assert "is not a folder" in capsys.readouterr().err
