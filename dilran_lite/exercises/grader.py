@@ -212,7 +212,7 @@ def grade(
     out_csv: str | Path | None = None,
     timeout: float = 600,
     jobs: int | None = None,
-    memory_mb: int = 4096,
+    memory_mb: int = 6144,
     feedback: str | Path | None = None,
     progress: bool = False,
 ) -> list[dict]:
@@ -327,8 +327,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--feedback", default=None,
                    help="folder for one feedback file per student (default: next to --csv)")
     g.add_argument("--timeout", type=float, default=600, help="seconds per hand-in (default 600)")
-    g.add_argument("--memory", type=int, default=4096,
-                   help="memory limit per process in MB (default 4096; 0: none)")
+    g.add_argument("--memory", type=int, default=6144,
+                   help="memory limit per process in MB (default 6144, at least 4096: torch "
+                   "needs it; 0: none)")
     g.add_argument("--jobs", type=int, default=None, help="hand-ins at a time (default: cores)")
     args = parser.parse_args(argv)
     feedback = args.feedback
