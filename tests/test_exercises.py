@@ -225,3 +225,34 @@ def test_random_vgg_matches_torchvision_layout():
     assert [tuple(p.shape) for p in ours.parameters()] == [
         tuple(p.shape) for p in theirs.parameters()
     ]
+
+
+def test_messages_name_the_likely_mistake():
+    def nats(f):
+        counts = np.bincount(f.ravel(), minlength=256)
+        p = counts[counts > 0] / f.size
+        return float(-(p * np.log(p)).sum())
+
+    v = ex.check_entropy(nats)
+    assert v.status == "failed" and "ln 2" in v.detail and "nats" in v.detail
+    v = ex.check_mse(lambda o, t: ((o - t) ** 2).sum())
+    assert v.status == "failed" and "1792 times" in v.detail and "W*H" in v.detail
+
+    def no_zero_grad(model, opt, loss_fn, x):
+        loss = loss_fn(model(x), x)
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    v = ex.check_train_step(no_zero_grad)
+    assert v.status == "failed" and "weights in all are out of tolerance" in v.detail
+
+    def with_graph(model, opt, loss_fn, x):
+        loss = loss_fn(model(x), x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    v = ex.check_train_step(with_graph)
+    assert v.status == "failed" and "graph" in v.detail

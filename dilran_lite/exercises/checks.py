@@ -134,10 +134,28 @@ def _compare(what: str, mine, ref, atol: float = 1e-5, rtol: float = 1e-4) -> st
         )
         mine_v, ref_v = a[idx].item(), b[idx].item()
         raise _Stop(
-            FAILED, f"{what} differs{at}: yours {mine_v:.6g}, the package's {ref_v:.6g}{count}"
+            FAILED,
+            f"{what} differs{at}: yours {mine_v:.6g}, the package's {ref_v:.6g}{count}"
+            + _ratio_hint(a, b),
         )
     diff = (a - b).abs().max().item() if a.numel() else 0.0
     return f"shape {tuple(a.shape)}, largest difference {diff:.2g}"
+
+
+def _ratio_hint(a: torch.Tensor, b: torch.Tensor) -> str:
+    """A hint when yours is the package's times a telling constant (ln 2, an integer, 1/k)."""
+    if a.numel() != 1 or b.numel() != 1 or b.item() == 0 or a.item() == 0:
+        return ""
+    r = a.item() / b.item()
+    if abs(r - math.log(2)) < 1e-3:
+        return "; yours is ln 2 times the package's: a natural log gives nats, use log2 for bits"
+    if abs(r - 1 / math.log(2)) < 1e-3:
+        return "; yours is 1/ln 2 times the package's: the package's is in nats here?"
+    for k, where in ((r, "yours is"), (1 / r, "the package's is")):
+        if k >= 2 and abs(k - round(k)) < 1e-4 * k:
+            return (f"; {where} {round(k)} times the other: a sum where a mean belongs, or a "
+                    "missing (or extra) division by the number of pixels W*H or of the batch?")
+    return ""
 
 
 def _copy_weights(reference: nn.Module, student: nn.Module, what: str) -> str:
@@ -404,8 +422,19 @@ def _tiny_model(seed: int = 0) -> nn.Module:
 
 
 def _params_diff(what: str, mine: nn.Module, ref: nn.Module) -> None:
-    for (name, p), q in zip(mine.named_parameters(), ref.parameters()):
-        _compare(f"{what}: parameter {name}", p, q, atol=1e-6, rtol=1e-4)
+    """All parameters to a tolerance; the message gives the share of weights out of it."""
+    pairs = list(zip(mine.named_parameters(), ref.parameters()))
+    bad = total = 0
+    for (_, p), q in pairs:
+        a, b = p.detach().double(), q.detach().double()
+        bad += int(((a - b).abs() > 1e-6 + 1e-4 * b.abs()).sum())
+        total += a.numel()
+    for (name, p), q in pairs:
+        try:
+            _compare(f"{what}: parameter {name}", p, q, atol=1e-6, rtol=1e-4)
+        except _Stop as stop:
+            raise _Stop(FAILED, f"{stop.detail}; {bad} of {total} weights in all are out of "
+                        "tolerance (a missing opt.zero_grad() or opt.step()?)") from None
 
 
 def check_train_step(student_fn: Callable) -> Verdict:
@@ -422,6 +451,9 @@ def check_train_step(student_fn: Callable) -> Verdict:
         opt_r = torch.optim.Adam(ref.parameters(), lr=1e-3)
         for step in range(2):
             loss = _run("your train_step", student_fn, mine, opt_m, loss_fn, x.clone())
+            if isinstance(loss, torch.Tensor) and loss.requires_grad:
+                raise _Stop(FAILED, "the loss you return still carries its graph (it keeps "
+                            "every activation alive): return loss.detach() or loss.item()")
             expected = train_step(ref, opt_r, loss_fn, x.clone())
             _compare(f"the loss returned by step {step + 1}", loss, expected, atol=1e-6)
             _params_diff(f"after step {step + 1}", mine, ref)
