@@ -121,8 +121,9 @@ def _is_reference(obj, ref) -> bool:
     if isinstance(obj, type) and isinstance(ref, type):
         return issubclass(obj, ref)
     wrapped = getattr(obj, "__wrapped__", None) or getattr(obj, "func", None)
-    return wrapped is ref or getattr(obj, "__module__", "").startswith("dilran_lite")
+    return wrapped is ref or str(getattr(obj, "__module__", "") or "").startswith("dilran_lite")
 
 
 if __name__ == "__main__":
     main(*sys.argv[1:4])
+    os._exit(0)  # no exit handler of the student's code runs after the result is written

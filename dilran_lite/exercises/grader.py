@@ -131,18 +131,23 @@ def _run_notebook(
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
                "HOME": str(root / "home"), "TMPDIR": str(root / "work"), "MPLBACKEND": "Agg",
                "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        child = Path(__file__).with_name("_child.py")
+        child = root / "pkg" / "dilran_lite" / "exercises" / "_child.py"  # from memory too
         cmd = [sys.executable, "-I", str(child), str(root / "pkg"), str(root / "io" / "job.json"),
                str(root / "io" / "result.json")]
-        proc = subprocess.Popen(cmd, cwd=root / "work", env=env, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                preexec_fn=_limits(memory_mb))
-        try:
-            _, err = proc.communicate(timeout=max(budget, 1.0))
-        except subprocess.TimeoutExpired:
+        with open(root / "io" / "stderr", "wb") as log:
+            proc = subprocess.Popen(cmd, cwd=root / "work", env=env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=log,
+                                    preexec_fn=_limits(memory_mb))
+            try:
+                proc.wait(timeout=max(budget, 1.0))
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                return ({i: [TIMED_OUT, "the hand-in ran past its time limit"] for i in ids},
+                        "timed out")
             _kill(proc)
-            return {i: [TIMED_OUT, "the hand-in ran past its time limit"] for i in ids}, "timed out"
-        _kill(proc)
+        with open(root / "io" / "stderr", "rb") as log:
+            log.seek(max(0, log.seek(0, 2) - 2000))
+            err = log.read()
         result = root / "io" / "result.json"
         if proc.returncode != 0 or not result.exists():
             why = err.decode(errors="replace").strip().splitlines()[-1:] or [""]
