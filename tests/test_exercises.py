@@ -256,3 +256,19 @@ def test_messages_name_the_likely_mistake():
 
     v = ex.check_train_step(with_graph)
     assert v.status == "failed" and "graph" in v.detail
+
+
+def test_sfnn_check_catches_squaring_before_phi():
+    def squared_first(f1, f2, phi="max"):
+        summaries = {"mean": lambda n: n.mean(-1), "max": lambda n: n.amax(-1)}
+
+        def activity(f):
+            norms = torch.linalg.svdvals(torch.softmax(f, dim=1)).sum(-1)
+            return summaries[phi.rstrip("2")](norms**2 if phi.endswith("2") else norms)
+
+        a1, a2 = activity(f1), activity(f2)
+        return a1 / (a1 + a2), a2 / (a1 + a2)
+
+    v = ex.check_sfnn(squared_first)
+    assert v.status == "failed" and "mean2" in v.detail
+    assert ex.check_sfnn(squared_first, phis=("max", "mean", "max2")).passed

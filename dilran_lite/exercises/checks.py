@@ -537,7 +537,9 @@ def check_training_loop(student_fn: Callable) -> Verdict:
 # ---------------------------------------------------------------------------------------------
 # Chapter 7: SFNN
 # ---------------------------------------------------------------------------------------------
-def check_sfnn(student_fn: Callable, phis: Sequence[str] = ("max", "mean", "max2")) -> Verdict:
+def check_sfnn(
+    student_fn: Callable, phis: Sequence[str] = ("max", "mean", "max2", "mean2")
+) -> Verdict:
     """Eq. 3-5: ``student_fn(f1, f2, phi) -> (w1, w2)``, each (N,), against ``fusion.sfnn_weights``
     (and its per-channel loop ``sfnn_weights_reference``), float64 features (2, 8, 16, 12)."""
     from ..fusion import sfnn_weights, sfnn_weights_reference
