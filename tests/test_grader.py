@@ -160,3 +160,9 @@ def test_subclassing_the_package_block_is_not_a_pass(tmp_path):
 def test_grade_refuses_a_missing_folder(tmp_path, capsys):
     assert ex.main(["grade", str(tmp_path / "nope")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_grade_refuses_a_memory_limit_torch_cannot_live_with(tmp_path, capsys):
+    _hand_in(tmp_path / "h" / "a.ipynb", RIGHT_ENTROPY)
+    assert ex.main(["grade", str(tmp_path / "h"), "--memory", "1000"]) == 2
+    assert "--memory 1000 is too small" in capsys.readouterr().err

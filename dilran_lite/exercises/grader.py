@@ -326,7 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Grade student hand-ins. WARNING: this executes the students' code; for a "
         "real class run it in a container without network (see the course page).")
     sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("grade", help="run every hand-in's exercise cells and the checks")
+    g = sub.add_parser(
+        "grade", help="run every hand-in's exercise cells and the checks",
+        description="Run the exercise cells of every hand-in and the checks, one fresh process "
+        "per notebook. WARNING: this executes the students' code as you; for a real class run "
+        "it in a container without network (see the course page).")
     g.add_argument("folder")
     g.add_argument("--csv", default=None, help="also write the table to this CSV file")
     g.add_argument("--feedback", default=None,
@@ -341,6 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if feedback is None and args.csv is not None:
         feedback = str(Path(args.csv).with_suffix("")) + "-feedback"
     try:
+        if 0 < args.memory < 4096:
+            raise UserError(f"--memory {args.memory} is too small: torch alone needs about 4000 "
+                            "MB of address space; give at least 4096 (or 0 for no limit)")
         rows = grade(args.folder, args.csv, args.timeout, args.jobs, args.memory, feedback,
                      progress=sys.stderr.isatty())
     except UserError as err:
