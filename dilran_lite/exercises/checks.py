@@ -11,28 +11,20 @@ No traceback is shown: an exception in the student's code becomes a ``failed`` v
 names it. Weights are copied from the package's module into the student's by parameter name
 when the names agree, else in the order the parameters were defined (shapes must agree).
 
-``python -m dilran_lite.exercises grade FOLDER`` executes every notebook of a folder in quick
-mode and tabulates the verdicts per student and exercise (see :func:`grade`).
+The grader of a class's hand-ins lives in :mod:`dilran_lite.exercises.grader`.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import math
-import os
-import re
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
-from .settings import solutions_enabled
+from ..settings import solutions_enabled
 
 __all__ = [
     "Verdict",
@@ -51,12 +43,9 @@ __all__ = [
     "check_entropy",
     "check_mutual_information",
     "random_vgg_features",
-    "grade",
-    "main",
 ]
 
 PASSED, NOT_DONE, FAILED = "passed", "not done yet", "failed"
-VERDICT_RE = re.compile(r"^exercise (\S+): (passed|not done yet|failed)\b", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -138,10 +127,28 @@ def _compare(what: str, mine, ref, atol: float = 1e-5, rtol: float = 1e-4) -> st
         )
         mine_v, ref_v = a[idx].item(), b[idx].item()
         raise _Stop(
-            FAILED, f"{what} differs{at}: yours {mine_v:.6g}, the package's {ref_v:.6g}{count}"
+            FAILED,
+            f"{what} differs{at}: yours {mine_v:.6g}, the package's {ref_v:.6g}{count}"
+            + _ratio_hint(a, b),
         )
     diff = (a - b).abs().max().item() if a.numel() else 0.0
     return f"shape {tuple(a.shape)}, largest difference {diff:.2g}"
+
+
+def _ratio_hint(a: torch.Tensor, b: torch.Tensor) -> str:
+    """A hint when yours is the package's times a telling constant (ln 2, an integer, 1/k)."""
+    if a.numel() != 1 or b.numel() != 1 or b.item() == 0 or a.item() == 0:
+        return ""
+    r = a.item() / b.item()
+    if abs(r - math.log(2)) < 1e-3:
+        return "; yours is ln 2 times the package's: a natural log gives nats, use log2 for bits"
+    if abs(r - 1 / math.log(2)) < 1e-3:
+        return "; yours is 1/ln 2 times the package's: the package's is in nats here?"
+    for k, where in ((r, "yours is"), (1 / r, "the package's is")):
+        if k >= 2 and abs(k - round(k)) < 1e-4 * k:
+            return (f"; {where} {round(k)} times the other: a sum where a mean belongs, or a "
+                    "missing (or extra) division by the number of pixels W*H or of the batch?")
+    return ""
 
 
 def _copy_weights(reference: nn.Module, student: nn.Module, what: str) -> str:
@@ -225,7 +232,7 @@ def _seeded(build: Callable[[], nn.Module], seed: int = 0) -> nn.Module:
 # Chapters 2-4: the blocks
 # ---------------------------------------------------------------------------------------------
 def _lite():
-    from .model import PRESETS
+    from ..model import PRESETS
 
     return PRESETS["lite"]
 
@@ -233,7 +240,7 @@ def _lite():
 def check_residual_attention(student_class: type) -> Verdict:
     """Eq. 1: ``student_class(c_in, c_out, trunk_kernel)`` against ``ResidualAttentionBlock``
     (lite preset: ReLU, sigmoid mask, no norm), for a 1x1 and a 3x3 trunk."""
-    from .model import ResidualAttentionBlock
+    from ..model import ResidualAttentionBlock
 
     def body() -> str:
         out = []
@@ -257,7 +264,7 @@ def check_residual_attention(student_class: type) -> Verdict:
 
 def check_pyramid_attention(student_class: type) -> Verdict:
     """Eq. 2: ``student_class(c_in, c_out)`` against ``PyramidAttention`` (lite preset)."""
-    from .model import PyramidAttention
+    from ..model import PyramidAttention
 
     def body() -> str:
         ref = _seeded(lambda: PyramidAttention(48, 16, _lite()))
@@ -274,7 +281,7 @@ def check_pyramid_attention(student_class: type) -> Verdict:
 
 def check_dilran_block(student_class: type) -> Verdict:
     """Fig. 4: ``student_class(width, dilations)`` against ``DILRANBlock`` (width 16)."""
-    from .model import DILRANBlock
+    from ..model import DILRANBlock
 
     def body() -> str:
         ref = _seeded(lambda: DILRANBlock(_lite()))
@@ -291,7 +298,7 @@ def check_dilran_block(student_class: type) -> Verdict:
 
 def check_feature_extractor(student_class: type) -> Verdict:
     """Sec. 3.3: ``student_class(width)`` against ``FeatureExtractor`` (lite preset)."""
-    from .model import FeatureExtractor
+    from ..model import FeatureExtractor
 
     def body() -> str:
         ref = _seeded(lambda: FeatureExtractor(_lite()))
@@ -308,7 +315,7 @@ def check_feature_extractor(student_class: type) -> Verdict:
 
 def check_reconstructor(student_class: type) -> Verdict:
     """Sec. 3.5: ``student_class(width, widths)`` against ``Reconstructor`` (16-16-16-1)."""
-    from .model import Reconstructor
+    from ..model import Reconstructor
 
     def body() -> str:
         ref = _seeded(lambda: Reconstructor(_lite()))
@@ -370,14 +377,14 @@ def _check_loss(exercise: str, name: str, student_fn: Callable, ref_fn: Callable
 
 def check_mse(student_fn: Callable) -> Verdict:
     """Eq. 6 / (W H): ``student_fn(output, target)`` against ``losses.mse_term``."""
-    from .losses import mse_term
+    from ..losses import mse_term
 
     return _check_loss("mse", "mse_term", student_fn, mse_term)
 
 
 def check_gradient(student_fn: Callable) -> Verdict:
     """Eq. 7 / (W H), Sobel: ``student_fn(output, target)`` against ``losses.gradient_term``."""
-    from .losses import gradient_term
+    from ..losses import gradient_term
 
     return _check_loss("gradient", "gradient_term", student_fn, gradient_term)
 
@@ -385,7 +392,7 @@ def check_gradient(student_fn: Callable) -> Verdict:
 def check_perceptual(student_fn: Callable) -> Verdict:
     """Eq. 8: ``student_fn(output, target, backbone)`` against ``losses.PerceptualLoss`` with the
     same backbone (random VGG16 features: :func:`random_vgg_features`)."""
-    from .losses import PerceptualLoss
+    from ..losses import PerceptualLoss
 
     backbone = random_vgg_features()
     ref = PerceptualLoss(backbone=backbone)
@@ -401,22 +408,33 @@ def check_perceptual(student_fn: Callable) -> Verdict:
 # Chapter 6: one training step and the loop
 # ---------------------------------------------------------------------------------------------
 def _tiny_model(seed: int = 0) -> nn.Module:
-    from .model import DILRAN, ModelConfig
+    from ..model import DILRAN, ModelConfig
 
     torch.manual_seed(seed)
     return DILRAN(ModelConfig(width=8, recon_widths=(8, 8)))
 
 
 def _params_diff(what: str, mine: nn.Module, ref: nn.Module) -> None:
-    for (name, p), q in zip(mine.named_parameters(), ref.parameters()):
-        _compare(f"{what}: parameter {name}", p, q, atol=1e-6, rtol=1e-4)
+    """All parameters to a tolerance; the message gives the share of weights out of it."""
+    pairs = list(zip(mine.named_parameters(), ref.parameters()))
+    bad = total = 0
+    for (_, p), q in pairs:
+        a, b = p.detach().double(), q.detach().double()
+        bad += int(((a - b).abs() > 1e-6 + 1e-4 * b.abs()).sum())
+        total += a.numel()
+    for (name, p), q in pairs:
+        try:
+            _compare(f"{what}: parameter {name}", p, q, atol=1e-6, rtol=1e-4)
+        except _Stop as stop:
+            raise _Stop(FAILED, f"{stop.detail}; {bad} of {total} weights in all are out of "
+                        "tolerance (a missing opt.zero_grad() or opt.step()?)") from None
 
 
 def check_train_step(student_fn: Callable) -> Verdict:
     """``student_fn(model, opt, loss_fn, x) -> loss`` against ``train.train_step``: same model,
     same Adam, same batch; the returned loss and every parameter after the step must agree."""
-    from .losses import FusionLoss
-    from .train import train_step
+    from ..losses import FusionLoss
+    from ..train import train_step
 
     def body() -> str:
         loss_fn = FusionLoss(lambda2=0.0)
@@ -426,6 +444,9 @@ def check_train_step(student_fn: Callable) -> Verdict:
         opt_r = torch.optim.Adam(ref.parameters(), lr=1e-3)
         for step in range(2):
             loss = _run("your train_step", student_fn, mine, opt_m, loss_fn, x.clone())
+            if isinstance(loss, torch.Tensor) and loss.requires_grad:
+                raise _Stop(FAILED, "the loss you return still carries its graph (it keeps "
+                            "every activation alive): return loss.detach() or loss.item()")
             expected = train_step(ref, opt_r, loss_fn, x.clone())
             _compare(f"the loss returned by step {step + 1}", loss, expected, atol=1e-6)
             _params_diff(f"after step {step + 1}", mine, ref)
@@ -464,8 +485,8 @@ def check_training_loop(student_fn: Callable) -> Verdict:
     epoch, each epoch sees every image exactly once in batches of ``batch_size``, each epoch loss
     is the mean over its images, and the final weights equal the replay's.
     """
-    from .losses import FusionLoss
-    from .train import train_step
+    from ..losses import FusionLoss
+    from ..train import train_step
 
     def body() -> str:
         images = _inputs((5, 1, 16, 16), seed=4)[0]
@@ -509,10 +530,12 @@ def check_training_loop(student_fn: Callable) -> Verdict:
 # ---------------------------------------------------------------------------------------------
 # Chapter 7: SFNN
 # ---------------------------------------------------------------------------------------------
-def check_sfnn(student_fn: Callable, phis: Sequence[str] = ("max", "mean", "max2")) -> Verdict:
+def check_sfnn(
+    student_fn: Callable, phis: Sequence[str] = ("max", "mean", "max2", "mean2")
+) -> Verdict:
     """Eq. 3-5: ``student_fn(f1, f2, phi) -> (w1, w2)``, each (N,), against ``fusion.sfnn_weights``
     (and its per-channel loop ``sfnn_weights_reference``), float64 features (2, 8, 16, 12)."""
-    from .fusion import sfnn_weights, sfnn_weights_reference
+    from ..fusion import sfnn_weights, sfnn_weights_reference
 
     def body() -> str:
         g = torch.Generator().manual_seed(5)
@@ -552,7 +575,7 @@ def _metric_images() -> list[np.ndarray]:
 
 def check_entropy(student_fn: Callable) -> Verdict:
     """EN in bits: ``student_fn(f)`` for a uint8 image (H, W) against ``metrics.entropy``."""
-    from .metrics import entropy
+    from ..metrics import entropy
 
     def body() -> str:
         for i, f in enumerate(_metric_images()):
@@ -566,7 +589,7 @@ def check_entropy(student_fn: Callable) -> Verdict:
 def check_mutual_information(student_fn: Callable) -> Verdict:
     """MI = MI(F, A) + MI(F, B) in bits: ``student_fn(a, b, f)`` (uint8 images) against
     ``metrics.mutual_information``."""
-    from .metrics import mutual_information
+    from ..metrics import mutual_information
 
     def body() -> str:
         rng = np.random.default_rng(7)
@@ -586,136 +609,37 @@ def check_mutual_information(student_fn: Callable) -> Verdict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Grading a folder of student notebooks
+# The list of exercises: what the grader looks for in a hand-in
 # ---------------------------------------------------------------------------------------------
-def _cell_text(cell) -> str:
-    parts = []
-    for out in cell.get("outputs", []):
-        if out.get("output_type") == "stream":
-            parts.append(out.get("text", ""))
-        elif out.get("output_type") == "error":
-            parts.append(f"error: {out.get('ename')}: {out.get('evalue')}\n")
-    return "".join(parts)
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: the name the student's scaffold defines, its check, chapter and points, and
+    the package's own implementation (``module:attr``) that a hand-in must not reuse."""
+
+    id: str
+    name: str
+    check: str
+    chapter: int
+    points: int
+    reference: str
 
 
-def notebook_verdicts(nb) -> dict[str, str]:
-    """Exercise id -> status, from the printed verdicts of an executed notebook (last one wins)."""
-    found: dict[str, str] = {}
-    for cell in nb.cells:
-        for ex, status in VERDICT_RE.findall(_cell_text(cell)):
-            found[ex] = status
-    return found
-
-
-def _execute(path: Path, timeout: int) -> tuple[dict[str, str], str]:
-    """Run one notebook in quick mode, solutions off; returns its verdicts and an error note."""
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    nb = nbformat.read(path, as_version=4)
-    saved = {k: os.environ.get(k) for k in ("DILRAN_QUICK", "DILRAN_SOLUTIONS", "MPLBACKEND")}
-    os.environ.update(DILRAN_QUICK="1", DILRAN_SOLUTIONS="0", MPLBACKEND="Agg")
-    note = ""
-    try:
-        NotebookClient(
-            nb,
-            timeout=timeout,
-            allow_errors=True,
-            resources={"metadata": {"path": str(path.parent)}},
-        ).execute()
-    except (CellTimeoutError, DeadKernelError) as err:
-        note = f"stopped: {type(err).__name__}"
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    errors = [
-        c for c in nb.cells if any(o.get("output_type") == "error" for o in c.get("outputs", []))
-    ]
-    if errors and not note:
-        note = f"{len(errors)} cell(s) raised an error"
-    return notebook_verdicts(nb), note
-
-
-RANK = {PASSED: 3, FAILED: 2, NOT_DONE: 1}
-
-
-def grade(folder: str | Path, out_csv: str | Path | None = None, timeout: int = 600) -> list[dict]:
-    """Execute every ``*.ipynb`` under ``folder`` in quick mode with the solutions off and return
-    one row per student: each exercise's status (``passed``, ``failed``, ``not done yet``;
-    ``missing`` when no notebook printed a verdict for it) and a note on cells that raised.
-
-    A student is a subfolder (``FOLDER/ada/*.ipynb``) or a notebook directly in the folder
-    (``FOLDER/ada.ipynb``). When several notebooks report one exercise, the best status counts.
-    Written as CSV to ``out_csv`` when given."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise UserError(f"{root} is not a folder: give the folder that holds the student notebooks")
-    paths = sorted(p for p in root.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-    if not paths:
-        raise UserError(f"no notebooks (*.ipynb) found under {root}")
-    students: dict[str, dict] = {}
-    for p in paths:
-        name = p.stem if p.parent == root else p.relative_to(root).parts[0]
-        entry = students.setdefault(name, {"verdicts": {}, "notes": [], "notebooks": 0})
-        verdicts, note = _execute(p, timeout)
-        entry["notebooks"] += 1
-        for ex, status in verdicts.items():
-            if RANK[status] > RANK.get(entry["verdicts"].get(ex, ""), 0):
-                entry["verdicts"][ex] = status
-        if note:
-            entry["notes"].append(f"{p.name}: {note}")
-    exercises = sorted({ex for e in students.values() for ex in e["verdicts"]})
-    rows = [
-        {
-            "student": name,
-            "notebooks": e["notebooks"],
-            **{ex: e["verdicts"].get(ex, "missing") for ex in exercises},
-            "note": "; ".join(e["notes"]),
-        }
-        for name, e in students.items()
-    ]
-    if out_csv is not None:
-        out = Path(out_csv)
-        tmp = out.with_name(f".{out.name}.tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["student", "notebooks", *exercises, "note"])
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(out)
-    return rows
-
-
-def _print_table(rows: list[dict]) -> None:
-    if not rows:
-        return
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    print("  ".join(c.ljust(widths[c]) for c in cols))
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m dilran_lite.exercises grade FOLDER [--csv FILE] [--timeout S]``."""
-    parser = argparse.ArgumentParser(prog="python -m dilran_lite.exercises")
-    sub = parser.add_subparsers(dest="command", required=True)
-    g = sub.add_parser("grade", help="run every student notebook of a folder and tabulate")
-    g.add_argument("folder")
-    g.add_argument("--csv", default=None, help="also write the table to this CSV file")
-    g.add_argument("--timeout", type=int, default=600, help="seconds per cell (default 600)")
-    args = parser.parse_args(argv)
-    try:
-        rows = grade(args.folder, args.csv, args.timeout)
-    except UserError as err:
-        print(f"dilran-lite: error: {err}", file=sys.stderr)
-        return 2
-    _print_table(rows)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+EXERCISES: tuple[Exercise, ...] = (
+    Exercise("residual_attention", "ResidualAttention", "check_residual_attention", 2, 2,
+             "model:ResidualAttentionBlock"),
+    Exercise("pyramid_attention", "PyramidAttention", "check_pyramid_attention", 3, 2,
+             "model:PyramidAttention"),
+    Exercise("dilran_block", "DILRANBlock", "check_dilran_block", 3, 2, "model:DILRANBlock"),
+    Exercise("feature_extractor", "FeatureExtractor", "check_feature_extractor", 4, 1,
+             "model:FeatureExtractor"),
+    Exercise("reconstructor", "Reconstructor", "check_reconstructor", 4, 1, "model:Reconstructor"),
+    Exercise("mse", "mse_term", "check_mse", 5, 1, "losses:mse_term"),
+    Exercise("gradient", "gradient_term", "check_gradient", 5, 2, "losses:gradient_term"),
+    Exercise("perceptual", "perceptual_term", "check_perceptual", 5, 2, "losses:PerceptualLoss"),
+    Exercise("train_step", "my_train_step", "check_train_step", 6, 2, "train:train_step"),
+    Exercise("training_loop", "fit", "check_training_loop", 6, 3, "train:train_step"),
+    Exercise("sfnn", "my_sfnn_weights", "check_sfnn", 7, 3, "fusion:sfnn_weights"),
+    Exercise("entropy", "my_entropy", "check_entropy", 8, 1, "metrics:entropy"),
+    Exercise("mutual_information", "my_mutual_information", "check_mutual_information", 8, 2,
+             "metrics:mutual_information"),
+)
