@@ -16,7 +16,7 @@ Modules by job (each imports only from the rows above it; ``tests/test_package_l
 - running a model (chapters 11, 12): ``tiling`` (tiles and memory), ``inference`` (the one
   fusion interface, writing results), ``fast`` (the fast path);
 - results and the book: ``evaluate``, ``experiments/`` (one function per table), ``explorer/``
-  (chapter 7's explorer), ``exercises`` (checks and grading), ``notebook`` (the setup cell);
+  (chapter 7's explorer), ``exercises/`` (checks and the grader), ``notebook`` (the setup cell);
 - ``cli``: the ``dilran-lite`` command.
 """
 
