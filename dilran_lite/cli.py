@@ -83,6 +83,10 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     from .model import MIN_SIZE
 
     limit = _max_memory(args)
+    from .volumes_cli import run_volume_fuse, wants_volume
+
+    if wants_volume(args):
+        return run_volume_fuse(args, limit, _load)
     if args.data:
         return _fuse_folder(args, limit)
     if len(args.images) != 2:
@@ -185,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluate import build_parser as evaluate_parser
     from .fusion import STRATEGIES
     from .pretrained import DEFAULT_WEIGHTS
+    from .volumes_cli import add_register_parser, add_volume_arguments
 
     p = argparse.ArgumentParser(prog="dilran-lite", description=__doc__)
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -214,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse a fusion estimated to need more (default: the memory available)",
     )
     model_args(q, DEFAULT_WEIGHTS)
+    add_volume_arguments(q)
     q.set_defaults(func=_cmd_fuse)
+    add_register_parser(sub)
 
     q = sub.add_parser("train", help="train the autoencoder (Sec. 4.2) with checkpoints")
     q.add_argument("--out", default="runs/dilran", help="checkpoint folder (default runs/dilran)")

@@ -80,7 +80,7 @@ def _method(fixed, sampling: float, iterations: int, seed: int):
     r.SetMetricSamplingPercentage(sampling, seed)
     r.SetInterpolator(sitk.sitkLinear)
     r.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-4, numberOfIterations=iterations,
+        learningRate=2.0, minStep=1e-3, numberOfIterations=iterations,
         relaxationFactor=0.7, gradientMagnitudeTolerance=1e-8,
     )
     r.SetOptimizerScalesFromPhysicalShift()
@@ -95,8 +95,8 @@ def register(
     moving,
     kind: str = "rigid",
     sampling: float = 0.25,
-    iterations: int = 300,
-    min_overlap: float = 0.7,
+    iterations: int = 500,
+    min_overlap: float = 0.5,
     max_metric: float = -0.2,
     seed: int = 1,
 ) -> RegistrationResult:

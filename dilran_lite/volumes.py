@@ -108,17 +108,32 @@ def _check_dicom_spacing(first: str) -> None:
         )
 
 
+def _nifti_pixdim(path: Path) -> tuple | None:
+    """``pixdim[1..3]`` of a NIfTI-1 header as written in the file (the reader may replace a
+    zero), or None for a header it does not recognise."""
+    import gzip
+    import struct
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(348)
+    for order in "<>":
+        if len(head) == 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+            ndim = struct.unpack(order + "h", head[40:42])[0]
+            return struct.unpack(order + "3f", head[80:92])[: max(0, min(ndim, 3))]
+    return None
+
+
 def _check_nifti_spacing(path: Path) -> None:
-    sitk = require_sitk()
-    r = sitk.ImageFileReader()
-    r.SetFileName(str(path))
-    r.ReadImageInformation()
-    for i in (1, 2, 3):
-        key = f"pixdim[{i}]"
-        if r.HasMetaDataKey(key) and float(r.GetMetaData(key)) <= 0:
+    try:
+        pixdim = _nifti_pixdim(path)
+    except OSError as err:
+        raise UserError(f"cannot read volume {path}: {err}") from err
+    for i, v in enumerate(pixdim or (), start=1):
+        if not v > 0:
             raise UserError(
-                f"{path}: spacing (pixdim[{i}]) is {r.GetMetaData(key)}; the voxel size is "
-                "unknown, so physical space cannot be kept; fix the header"
+                f"{path}: spacing (pixdim[{i}]) is {v:g}; the voxel size is unknown, so "
+                "physical space cannot be kept; fix the header"
             )
 
 
@@ -289,6 +304,10 @@ def _slice_tags(img, k: int, uids: dict, description: str) -> list[tuple[str, st
         ("0018|0050", f"{img.GetSpacing()[2]:.4f}"),
         ("0028|1053", f"{uids['slope']:.10g}"),
         ("0028|1052", f"{uids['intercept']:.10g}"),
+        ("0028|0100", "16"),
+        ("0028|0101", "16"),
+        ("0028|0102", "15"),
+        ("0028|0103", "1"),
     ]
 
 
@@ -299,20 +318,21 @@ def write_dicom_series(
     description: str = "dilran-lite",
     unit_scale: float | None = None,
 ) -> Path:
-    """Write ``img`` as a DICOM series (one file per slice, int16) into a new ``folder``.
+    """Write ``img`` as a DICOM series (one file per slice, 16-bit signed) into a new ``folder``.
 
     Values are stored as ``round(v / slope)`` with the rescale slope ``unit_scale`` (default: 1
-    for whole-number data such as HU, 1/4000 for [0, 1] data); a reader gets ``v`` back. The
+    for whole-number data such as HU, 1/4000 otherwise); a reader gets ``v`` back. The
     series is written to a temporary folder beside ``folder``, then renamed into place.
     """
     sitk = require_sitk()
     folder = Path(folder)
-    arr = sitk.GetArrayFromImage(img).astype(np.float64)
+    arr = sitk.GetArrayViewFromImage(img)
     if unit_scale is None:
         unit_scale = 1.0 if np.allclose(arr, np.round(arr)) else 1 / 4000
-    stored = np.clip(np.round(arr / unit_scale), -32768, 32767).astype(np.int16)
-    sim = sitk.GetImageFromArray(stored)
-    sim.CopyInformation(img)
+    if np.abs(arr).max() / unit_scale > 32767:
+        raise UserError(f"values up to {np.abs(arr).max():g} do not fit 16-bit DICOM at a "
+                        f"rescale slope of {unit_scale:g}; write NIfTI instead")
+    sim = sitk.Cast(img, sitk.sitkFloat64)
     uid = "1.2.826.0.1.3680043.2.1125." + str(abs(hash((str(folder), os.getpid()))) % 10**12)
     uids = {"modality": modality, "study": uid + ".1", "series": uid + ".2",
             "slope": unit_scale, "intercept": 0.0}
@@ -387,3 +407,62 @@ def _atlas_image(arr: np.ndarray):
     size = np.array(img.GetSize(), dtype=float)
     img.SetOrigin(tuple(-(size - 1) / 2 * np.array(ATLAS_SPACING)))
     return img
+
+
+def _batch_size(model, shape: tuple, batch: int, max_memory: float | None) -> int:
+    """The largest batch (<= ``batch``) of (y, x) slices whose fusion, with the three volumes
+    (two inputs, the output; float32) held, fits in ``max_memory``; a ``UserError`` if none."""
+    from .model import HALO, default_tile, fusion_memory
+
+    z, h, w = shape
+    held = 3 * z * h * w * 4
+    tile = default_tile(model.config)
+    tile = tile if max(h, w) > tile + 2 * HALO else None
+    if max_memory is None:
+        return batch
+    for n in range(min(batch, z), 0, -1):
+        if held + fusion_memory(model.config, n, h, w, tile) <= max_memory:
+            return n
+    need = held + fusion_memory(model.config, 1, h, w, tile)
+    raise UserError(
+        f"fusing a {w}x{h}x{z} volume needs about {need / 2**30:.2f} GB, over the limit of "
+        f"{max_memory / 2**30:.2f} GB; raise the limit (--max-memory) or crop the volume"
+    )
+
+
+def fuse_volume(
+    model,
+    fixed: np.ndarray,
+    moving: np.ndarray,
+    strategy: str = "sfnn-max",
+    weights=None,
+    batch: int = 8,
+    max_memory: float | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Fuse two volumes on one grid, (z, y, x) float32 in [0, 1], slice by slice.
+
+    Slices go through :func:`dilran_lite.inference.fuse_pair` in batches of at most ``batch``,
+    fewer where ``max_memory`` (bytes) demands; refused up front when one slice does not fit.
+    Returns the fused (z, y, x) float32 volume; a ``tqdm.auto`` bar with ``progress``.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .inference import fuse_pair
+    from .model import MIN_SIZE
+
+    if fixed.shape != moving.shape or fixed.ndim != 3:
+        raise ValueError(f"volumes must share one (z, y, x) grid: {fixed.shape} vs {moving.shape}")
+    if min(fixed.shape[1:]) < MIN_SIZE:
+        raise UserError(f"slices of {fixed.shape[2]}x{fixed.shape[1]} voxels; DILRAN needs at "
+                        f"least {MIN_SIZE}x{MIN_SIZE}")
+    n = _batch_size(model, fixed.shape, batch, max_memory)
+    out = np.empty(fixed.shape, dtype=np.float32)
+    for k in tqdm(range(0, fixed.shape[0], n), desc="fusing slices", unit="batch",
+                  disable=not progress):
+        a = torch.from_numpy(np.ascontiguousarray(fixed[k:k + n], dtype=np.float32))[:, None]
+        b = torch.from_numpy(np.ascontiguousarray(moving[k:k + n], dtype=np.float32))[:, None]
+        fused = fuse_pair(model, a, b, strategy, weights=weights, max_memory=max_memory)
+        out[k:k + n] = fused[:, 0].clamp(0, 1).numpy()
+    return out
