@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .errors import UserError
-from .volumes import is_volume_path
+from .volumes import NIFTI_SUFFIXES, is_volume_path
 
 __all__ = [
     "add_volume_arguments",
@@ -44,9 +44,15 @@ def add_register_parser(sub) -> argparse.ArgumentParser:
 
 
 def wants_volume(args: argparse.Namespace) -> bool:
-    """True when ``fuse`` was given two inputs of which one is a volume."""
-    images = getattr(args, "images", None) or []
-    return len(images) == 2 and any(is_volume_path(p) for p in images)
+    """True when ``fuse`` was given two inputs that are volumes: a ``.nii``/``.nii.gz`` name
+    among them, or two folders (DICOM series); a folder beside an image is the image path's
+    error."""
+    images = [Path(p) for p in getattr(args, "images", None) or []]
+    if len(images) != 2:
+        return False
+    return any(p.name.lower().endswith(NIFTI_SUFFIXES) for p in images) or all(
+        p.is_dir() for p in images
+    )
 
 
 def _read(path: str, series: str | None):

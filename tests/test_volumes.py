@@ -268,3 +268,10 @@ def test_atlas_volumes_stack_a_series_in_order(atlas_root):
     np.testing.assert_allclose(sitk.GetArrayFromImage(mri)[2], third)
     hu = sitk.GetArrayFromImage(ct)
     assert hu.min() >= -1000 and hu.max() <= 1000
+
+
+def test_cli_fuse_a_volume_with_an_image_is_refused(tmp_path, mri_ct, capsys):
+    png = tmp_path / "ct.png"
+    png.write_bytes(b"")
+    assert main(["fuse", str(mri_ct[0]), str(png), "-o", str(tmp_path / "f.nii.gz")]) == 2
+    assert "not a volume" in capsys.readouterr().err
