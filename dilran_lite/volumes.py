@@ -311,6 +311,16 @@ def _slice_tags(img, k: int, uids: dict, description: str) -> list[tuple[str, st
     ]
 
 
+def _rescale_slope(arr: np.ndarray) -> float:
+    """1 for whole numbers (HU), else the finest of 1/4000, 1/1000, ... 100 that fits int16."""
+    big = float(np.abs(arr).max()) if arr.size else 0.0
+    whole = np.allclose(arr, np.round(arr))
+    for slope in ((1.0,) if whole else ()) + (1 / 4000, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0):
+        if big / slope <= 32767:
+            return slope
+    return 1000.0
+
+
 def write_dicom_series(
     img,
     folder: str | os.PathLike,
@@ -321,14 +331,15 @@ def write_dicom_series(
     """Write ``img`` as a DICOM series (one file per slice, 16-bit signed) into a new ``folder``.
 
     Values are stored as ``round(v / slope)`` with the rescale slope ``unit_scale`` (default: 1
-    for whole-number data such as HU, 1/4000 otherwise); a reader gets ``v`` back. The
+    for whole-number data such as HU, else the finest that fits 16 bits, e.g. 1/4000 for [0, 1]
+    data); a reader gets ``v`` back within ``slope / 2``. The
     series is written to a temporary folder beside ``folder``, then renamed into place.
     """
     sitk = require_sitk()
     folder = Path(folder)
     arr = sitk.GetArrayViewFromImage(img)
     if unit_scale is None:
-        unit_scale = 1.0 if np.allclose(arr, np.round(arr)) else 1 / 4000
+        unit_scale = _rescale_slope(arr)
     if np.abs(arr).max() / unit_scale > 32767:
         raise UserError(f"values up to {np.abs(arr).max():g} do not fit 16-bit DICOM at a "
                         f"rescale slope of {unit_scale:g}; write NIfTI instead")

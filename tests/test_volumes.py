@@ -301,3 +301,9 @@ def test_cli_fuse_registered_atlas_volumes_have_the_mri_geometry(atlas_root, tmp
     fused = V.read_volume(out)
     _assert_geometry_equal(fused, V.read_volume(a))
     assert fused.GetSize() == (256, 256, 21)
+
+
+def test_dicom_rescale_slope_fits_16_bits():
+    assert V._rescale_slope(np.array([-1000.0, 1000.0])) == 1.0
+    assert V._rescale_slope(np.array([0.0, 0.5, 1.0])) == 1 / 4000
+    assert V._rescale_slope(np.array([-1000.0, 0.5])) == 0.1
