@@ -307,3 +307,10 @@ def test_dicom_rescale_slope_fits_16_bits():
     assert V._rescale_slope(np.array([-1000.0, 1000.0])) == 1.0
     assert V._rescale_slope(np.array([0.0, 0.5, 1.0])) == 1 / 4000
     assert V._rescale_slope(np.array([-1000.0, 0.5])) == 0.1
+
+
+def test_cli_without_simpleitk_names_the_extra(mri_ct, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "SimpleITK", None)
+    assert main(["register", *map(str, mri_ct), "-o", str(tmp_path / "t.tfm")]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "dilran-lite[volumes]"' in err and err.count("\n") == 1
