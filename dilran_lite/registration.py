@@ -27,6 +27,7 @@ __all__ = [
     "tre_points",
     "target_registration_error",
     "overlap_fraction",
+    "no_finer_than",
 ]
 
 KINDS = ("rigid", "affine")
@@ -62,6 +63,15 @@ def overlap_fraction(fixed, moving, transform) -> float:
     mm = sitk.Resample(_foreground(moving), fixed, transform, sitk.sitkNearestNeighbor, 0)
     n = int(fm.sum())
     return float((sitk.GetArrayViewFromImage(mm)[fm] > 0).sum() / n) if n else 0.0
+
+
+def no_finer_than(moving, fixed):
+    """``moving`` averaged over whole blocks of voxels (BinShrink) where it is finer than
+    ``fixed`` by a factor of two or more along an axis: the same physical space, fewer voxels
+    (a 0.5 mm CT registered onto a 1 mm MRI takes a quarter of the memory)."""
+    sitk = require_sitk()
+    factors = [max(1, int(f // m)) for f, m in zip(fixed.GetSpacing(), moving.GetSpacing())]
+    return moving if factors == [1, 1, 1] else sitk.BinShrink(moving, factors)
 
 
 def _initial(fixed, moving, kind: str):
@@ -112,7 +122,7 @@ def register(
     if kind not in KINDS:
         raise UserError(f"registration {kind!r}: choose one of {', '.join(KINDS)}")
     fixed = sitk.Cast(fixed, sitk.sitkFloat32)
-    moving = sitk.Cast(moving, sitk.sitkFloat32)
+    moving = no_finer_than(sitk.Cast(moving, sitk.sitkFloat32), fixed)
     if kind == "affine":  # rigid first, then the affine from the rigid result
         rigid = register(fixed, moving, "rigid", sampling, iterations, min_overlap,
                          max_metric, seed)

@@ -130,3 +130,11 @@ def test_atlas_unrecoverable_misalignment_fails_in_one_line(atlas_ct, tmp_path, 
     err = capsys.readouterr().err
     assert err.startswith("dilran-lite: error: registration") and err.count("\n") == 1
     assert not (tmp_path / "t.tfm").exists()
+
+
+def test_a_finer_moving_volume_is_averaged_to_the_fixed_spacing():
+    fine = _head((24, 96, 96), (1.0, 1.0, 3.0))
+    coarse = R.no_finer_than(fine, _head())
+    assert coarse.GetSpacing() == (2.0, 2.0, 3.0) and coarse.GetSize() == (48, 48, 24)
+    np.testing.assert_allclose(R.volume_centre(coarse), R.volume_centre(fine), atol=1e-6)
+    assert R.no_finer_than(_head(), _head()).GetSize() == (48, 48, 24)
