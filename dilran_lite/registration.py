@@ -28,6 +28,7 @@ __all__ = [
     "target_registration_error",
     "overlap_fraction",
     "no_finer_than",
+    "write_atlas_example",
 ]
 
 KINDS = ("rigid", "affine")
@@ -223,3 +224,31 @@ def target_registration_error(found, truth, points: np.ndarray) -> np.ndarray:
         np.linalg.norm(np.subtract(found.TransformPoint(tuple(p)), truth.TransformPoint(tuple(p))))
         for p in np.asarray(points, dtype=float)
     ])
+
+
+def write_atlas_example(
+    folder: str | os.PathLike,
+    series: str = "34",
+    angles_deg: tuple = (5.0, -3.0, 4.0),
+    shift_mm: tuple = (6.0, -8.0, 4.0),
+    root: str | os.PathLike | None = None,
+) -> dict:
+    """Volumes made from the atlas, for registration and fusion without a download.
+
+    Writes into ``folder``: ``mri.nii.gz``, ``ct.nii.gz`` and ``ct_moved.nii.gz`` (the CT moved by
+    the rigid ``angles_deg``/``shift_mm`` around the centre), and the same as DICOM series
+    ``mri/``, ``ct/``, ``ct_moved/``; the stacked series has an *assumed* 1 x 1 x 5 mm spacing
+    (:func:`dilran_lite.volumes.atlas_volumes`). Returns the paths and ``"truth"``, the
+    transform (fixed -> moving points) a registration of ``ct_moved`` onto ``ct`` should find.
+    """
+    from .volumes import atlas_volumes, write_dicom_series, write_nifti
+
+    mri, ct = atlas_volumes(series, root=root)
+    truth = rigid_transform(angles_deg, shift_mm, volume_centre(ct))
+    moved = moved_copy(ct, truth, default=-1000.0)
+    folder = Path(folder)
+    out: dict = {"truth": truth}
+    for name, img, modality in (("mri", mri, "MR"), ("ct", ct, "CT"), ("ct_moved", moved, "CT")):
+        out[name] = write_nifti(img, folder / f"{name}.nii.gz")
+        out[f"{name}_dicom"] = write_dicom_series(img, folder / name, modality=modality)
+    return out

@@ -91,11 +91,18 @@ def _dicom_files(folder: Path, series: str | None) -> list[str]:
     return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
 
 
+#: enhanced (multi-frame) CT and MR SOP classes: Pixel Spacing lives in the functional groups
+_ENHANCED = {"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.4.1"}
+
+
 def _check_dicom_spacing(first: str) -> None:
     sitk = require_sitk()
     r = sitk.ImageFileReader()
     r.SetFileName(first)
     r.ReadImageInformation()
+    sop = r.GetMetaData("0008|0016").strip(" \x00") if r.HasMetaDataKey("0008|0016") else ""
+    if sop in _ENHANCED:  # spacing in the functional groups, read by GDCM
+        return
     raw = r.GetMetaData("0028|0030") if r.HasMetaDataKey("0028|0030") else ""
     try:
         values = [float(v) for v in raw.replace(" ", "").split("\\") if v]

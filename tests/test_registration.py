@@ -138,3 +138,16 @@ def test_a_finer_moving_volume_is_averaged_to_the_fixed_spacing():
     assert coarse.GetSpacing() == (2.0, 2.0, 3.0) and coarse.GetSize() == (48, 48, 24)
     np.testing.assert_allclose(R.volume_centre(coarse), R.volume_centre(fine), atol=1e-6)
     assert R.no_finer_than(_head(), _head()).GetSize() == (48, 48, 24)
+
+
+def test_atlas_example_written_as_nifti_and_dicom(atlas_root, tmp_path):
+    ex = R.write_atlas_example(tmp_path, root=atlas_root.parent)
+    ct, moved = V.read_volume(ex["ct"]), V.read_volume(ex["ct_moved_dicom"])
+    assert V.same_geometry(ct, V.read_volume(ex["mri_dicom"])) and V.same_geometry(ct, moved)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(V.read_volume(ex["ct_dicom"])),
+                               sitk.GetArrayFromImage(ct), atol=0.06)
+    p = R.volume_centre(ct)
+    expected = R.moved_copy(ct, ex["truth"], default=-1000.0)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(moved), sitk.GetArrayFromImage(expected),
+                               atol=0.06)
+    assert np.linalg.norm(np.subtract(ex["truth"].TransformPoint(p), p)) > 5  # really moved
