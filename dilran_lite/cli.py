@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import UserError
+from .volumes_cli import add_register_parser, add_volume_arguments, run_volume_fuse, wants_volume
 
 __all__ = ["main", "build_parser"]
 
@@ -93,6 +94,8 @@ def _cmd_fuse(args: argparse.Namespace) -> int:
     from .model import MIN_SIZE
 
     limit = _max_memory(args)
+    if wants_volume(args):
+        return run_volume_fuse(args, limit, _load)
     if args.data:
         return _fuse_folder(args, limit)
     if len(args.images) != 2:
@@ -258,6 +261,7 @@ def _add_fuse_parser(sub) -> None:
         help="refuse a fusion estimated to need more (default: the memory available)",
     )
     _add_model_args(q, DEFAULT_WEIGHTS)
+    add_volume_arguments(q)
     q.set_defaults(func=_cmd_fuse)
 
 
@@ -315,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (
         _add_info_parser,
         _add_fuse_parser,
+        add_register_parser,
         _add_train_parser,
         _add_evaluate_parser,
         _add_download_parser,
