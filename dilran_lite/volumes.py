@@ -430,7 +430,7 @@ def _atlas_image(arr: np.ndarray):
 def _batch_size(model, shape: tuple, batch: int, max_memory: float | None) -> int:
     """The largest batch (<= ``batch``) of (y, x) slices whose fusion, with the three volumes
     (two inputs, the output; float32) held, fits in ``max_memory``; a ``UserError`` if none."""
-    from .model import HALO, default_tile, fusion_memory
+    from .tiling import HALO, default_tile, fusion_memory
 
     z, h, w = shape
     held = 3 * z * h * w * 4
@@ -452,7 +452,7 @@ def fuse_volume(
     model,
     fixed: np.ndarray,
     moving: np.ndarray,
-    strategy: str = "sfnn-max",
+    strategy: str | None = None,
     weights=None,
     batch: int = 8,
     max_memory: float | None = None,
@@ -460,7 +460,9 @@ def fuse_volume(
 ) -> np.ndarray:
     """Fuse two volumes on one grid, (z, y, x) float32 in [0, 1], slice by slice.
 
-    Slices go through :func:`dilran_lite.inference.fuse_pair` in batches of at most ``batch``,
+    ``model`` is anything :func:`dilran_lite.inference.make_fuser` takes (``strategy`` and
+    ``weights`` for a DILRAN only; default SFNN-max). Slices go through
+    :func:`dilran_lite.inference.fuse_pair` in batches of at most ``batch``,
     fewer where ``max_memory`` (bytes) demands; refused up front when one slice does not fit.
     Returns the fused (z, y, x) float32 volume; a ``tqdm.auto`` bar with ``progress``.
     """
