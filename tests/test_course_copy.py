@@ -213,3 +213,64 @@ def test_solution_runs_pasted_over_its_scaffold(path: Path, monkeypatch) -> None
         verdict = getattr(exercises, exercise.check)(namespace[exercise.name])
         assert verdict.passed, str(verdict)
         earlier[exercise.name] = namespace[exercise.name]
+
+
+COURSE_PAGE = REPO / "book" / "course.md"
+
+
+def _chapter_minutes() -> dict[int, int]:
+    """Each chapter's estimate of working through it (its **Time:** line), in minutes."""
+    import re
+
+    minutes = {}
+    for path in CHAPTERS:
+        text = "\n".join(c.source for c in nbformat.read(path, 4).cells[:4])
+        found = re.search(r"Working through the text and the exercises: about (\d+) minutes", text)
+        if found:
+            minutes[int(path.name[:2])] = int(found.group(1))
+    return minutes
+
+
+def _chapters_named(cell: str) -> list[int]:
+    import re
+
+    return [int(n) for n in re.findall(r"\b(\d+)\b", cell.split(":")[0])]
+
+
+def test_schedule_fits_the_chapters_estimates() -> None:
+    """Every session's in-class chapters fit its 75 minutes by the chapters' own estimates, the
+    minutes columns are those estimates' sums, and each chapter is in class or homework once."""
+    text = COURSE_PAGE.read_text(encoding="utf-8")
+    schedule = text[text.index("## Schedule"):text.index("## Instructor notes")]
+    rows = [r.split("|")[1:-1] for r in schedule.splitlines() if r.startswith("| ")][1:]
+    minutes = _chapter_minutes()
+    assert 10 not in minutes and "chapter 10 gives none, 60 minutes" in schedule
+    minutes[10] = 60
+    assert sorted(minutes) == list(range(1, 13))
+    seen = []
+    for number, (session, in_class, in_minutes, homework, home_minutes, hand_in) in enumerate(
+        rows, 1
+    ):
+        assert int(session) == number and hand_in.strip()
+        taught, home = _chapters_named(in_class), _chapters_named(homework)
+        assert taught, f"session {number} teaches no chapter"
+        assert int(in_minutes) == sum(minutes[c] for c in taught) <= 75, f"session {number}"
+        assert int(home_minutes) == sum(minutes[c] for c in home), f"session {number}"
+        seen += taught + home
+    assert len(rows) == 6 and sorted(seen) == list(range(1, 13)) == seen
+
+
+def test_every_chapter_ends_with_its_discussion_questions() -> None:
+    """The last cell of each chapter is its Discussion, the questions of course.md's notes."""
+    import re
+
+    text = COURSE_PAGE.read_text(encoding="utf-8")
+    notes = text[text.index("## Instructor notes per chapter"):text.index("## Assignment")]
+    for path in CHAPTERS:
+        number = int(path.name[:2])
+        section = re.search(rf"### {number}\. .*?\n(.*?)(?=\n### |\Z)", notes, re.S).group(1)
+        question = re.search(r"- \*\*Discussion:\*\* (.*?)(?=\n- \*\*|\Z)", section, re.S)
+        last = nbformat.read(path, 4).cells[-1]
+        assert last.cell_type == "markdown" and last.source.startswith("## Discussion\n")
+        bullets = [line[2:] for line in last.source.splitlines() if line.startswith("- ")]
+        assert " ".join(bullets) == " ".join(question.group(1).split()), path.name
