@@ -129,3 +129,148 @@ def test_course_copy_refuses_bad_settings(make_course, tmp_path: Path, args) -> 
 def test_course_copy_refuses_the_book_folder(make_course) -> None:
     with pytest.raises(SystemExit, match="must not be the book's notebooks"):
         make_course.main(["--out", str(REPO / "notebooks")])
+
+
+def _solutions(nb) -> list[str]:
+    return [
+        c.source for c in nb.cells
+        if c.cell_type == "code" and "exercise-solution" in c.metadata.get("tags", [])
+    ]  # fmt: skip
+
+
+def test_students_copy_has_links_not_solutions(make_course, tmp_path: Path, capsys) -> None:
+    """--students: every solution cell becomes one markdown cell linking to the chapter's page in
+    the book; no cell of the copy holds a line of a solution's code; the other cells stay."""
+    before = {p: p.read_bytes() for p in CHAPTERS}
+    args = ["--out", str(tmp_path), "--students", "--book", "https://example.org/book/",
+            "--config", str(tmp_path / "absent.yml")]  # fmt: skip
+    assert make_course.main(args) == 0
+    assert "students: solutions replaced" in capsys.readouterr().out
+    found = 0
+    for path in CHAPTERS:
+        book, copy = nbformat.read(path, 4), nbformat.read(tmp_path / path.name, 4)
+        solutions = _solutions(book)
+        assert _solutions(copy) == []
+        links = [c for c in copy.cells if "exercise-solution-link" in c.metadata.get("tags", [])]
+        assert len(links) == len(solutions) and len(copy.cells) == len(book.cells) - 1  # badge
+        page = f"(https://example.org/book/notebooks/{path.stem}.html)"
+        assert all(c.cell_type == "markdown" and page in c.source for c in links)
+        # distinctive lines: the solution's code that no other cell of the book has
+        others = "\n".join(c.source for c in book.cells if c.source not in solutions)
+        lines = {
+            line.strip() for s in solutions for line in s.splitlines()[3:]
+            if line.startswith("        ") and len(line.strip()) > 20
+        } - {line.strip() for line in others.splitlines()}  # fmt: skip
+        assert len(lines) >= len(solutions)
+        copied = {line.strip() for c in copy.cells for line in c.source.splitlines()}
+        assert not lines & copied
+        found += len(solutions)
+    assert found == 13
+    assert {p: p.read_bytes() for p in CHAPTERS} == before
+
+
+def test_students_setting_and_default_book_address(make_course, tmp_path: Path) -> None:
+    """``students: true`` in course.yml does the same; without a book address the links go to
+    the repository's GitHub Pages address; a non-boolean students value is refused."""
+    config = tmp_path / "course.yml"
+    config.write_text("course:\n  students: true\n")
+    assert make_course.main(["--out", str(tmp_path / "copy"), "--config", str(config)]) == 0
+    nb = nbformat.read(tmp_path / "copy" / "02_residual_attention.ipynb", 4)
+    url, _ = _script("sync_notebooks").config()
+    owner, name = url.removeprefix("https://github.com/").split("/")
+    page = f"https://{owner.lower()}.github.io/{name}/notebooks/02_residual_attention.html"
+    assert _solutions(nb) == [] and page in "\n".join(c.source for c in nb.cells)
+    config.write_text("course:\n  students: 'yes please'\n")
+    with pytest.raises(SystemExit, match="students must be true or false"):
+        make_course.main(["--out", str(tmp_path / "copy2"), "--config", str(config)])
+
+
+def _exercises():
+    from dilran_lite.exercises import EXERCISES
+
+    return EXERCISES
+
+
+@pytest.mark.parametrize("path", CHAPTERS[1:8], ids=lambda p: p.stem)
+def test_solution_runs_pasted_over_its_scaffold(path: Path, monkeypatch) -> None:
+    """Each solution cell, run alone in a fresh namespace (holding only what the chapter's
+    earlier exercises define), defines the scaffold's name and passes the chapter's check: no
+    import of the scaffold cell is needed."""
+    import dilran_lite.exercises as exercises
+
+    monkeypatch.setenv("DILRAN_SOLUTIONS", "1")
+    monkeypatch.setenv("DILRAN_QUICK", "1")
+    nb = nbformat.read(path, 4)
+    chapter = int(path.name[:2])
+    expected = [e for e in _exercises() if e.chapter == chapter]
+    solutions = _solutions(nb)
+    assert len(solutions) == len(expected) > 0
+    earlier: dict = {}
+    for source, exercise in zip(solutions, expected):
+        namespace = {"__name__": "__main__", **earlier}
+        exec(compile(source, f"{path.stem}-solution", "exec"), namespace)  # noqa: S102
+        assert exercise.name in namespace, f"{exercise.name} not defined"
+        verdict = getattr(exercises, exercise.check)(namespace[exercise.name])
+        assert verdict.passed, str(verdict)
+        earlier[exercise.name] = namespace[exercise.name]
+
+
+COURSE_PAGE = REPO / "book" / "course.md"
+
+
+def _chapter_minutes() -> dict[int, int]:
+    """Each chapter's estimate of working through it (its **Time:** line), in minutes."""
+    import re
+
+    minutes = {}
+    for path in CHAPTERS:
+        text = "\n".join(c.source for c in nbformat.read(path, 4).cells[:4])
+        found = re.search(r"Working through the text and the exercises: about (\d+) minutes", text)
+        if found:
+            minutes[int(path.name[:2])] = int(found.group(1))
+    return minutes
+
+
+def _chapters_named(cell: str) -> list[int]:
+    import re
+
+    return [int(n) for n in re.findall(r"\b(\d+)\b", cell.split(":")[0])]
+
+
+def test_schedule_fits_the_chapters_estimates() -> None:
+    """Every session's in-class chapters fit its 75 minutes by the chapters' own estimates, the
+    minutes columns are those estimates' sums, and each chapter is in class or homework once."""
+    text = COURSE_PAGE.read_text(encoding="utf-8")
+    schedule = text[text.index("## Schedule"):text.index("## Instructor notes")]
+    rows = [r.split("|")[1:-1] for r in schedule.splitlines() if r.startswith("| ")][1:]
+    minutes = _chapter_minutes()
+    assert 10 not in minutes and "chapter 10 gives none, 60 minutes" in schedule
+    minutes[10] = 60
+    assert sorted(minutes) == list(range(1, 13))
+    seen = []
+    for number, (session, in_class, in_minutes, homework, home_minutes, hand_in) in enumerate(
+        rows, 1
+    ):
+        assert int(session) == number and hand_in.strip()
+        taught, home = _chapters_named(in_class), _chapters_named(homework)
+        assert taught, f"session {number} teaches no chapter"
+        assert int(in_minutes) == sum(minutes[c] for c in taught) <= 75, f"session {number}"
+        assert int(home_minutes) == sum(minutes[c] for c in home), f"session {number}"
+        seen += taught + home
+    assert len(rows) == 6 and sorted(seen) == list(range(1, 13)) == seen
+
+
+def test_every_chapter_ends_with_its_discussion_questions() -> None:
+    """The last cell of each chapter is its Discussion, the questions of course.md's notes."""
+    import re
+
+    text = COURSE_PAGE.read_text(encoding="utf-8")
+    notes = text[text.index("## Instructor notes per chapter"):text.index("## Assignment")]
+    for path in CHAPTERS:
+        number = int(path.name[:2])
+        section = re.search(rf"### {number}\. .*?\n(.*?)(?=\n### |\Z)", notes, re.S).group(1)
+        question = re.search(r"- \*\*Discussion:\*\* (.*?)(?=\n- \*\*|\Z)", section, re.S)
+        last = nbformat.read(path, 4).cells[-1]
+        assert last.cell_type == "markdown" and last.source.startswith("## Discussion\n")
+        bullets = [line[2:] for line in last.source.splitlines() if line.startswith("- ")]
+        assert " ".join(bullets) == " ".join(question.group(1).split()), path.name
