@@ -152,3 +152,26 @@ def browser():
         b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def tiny_train_config(**kw):
+    """A training run of seconds: an 8-channel lite model, 3 phantom pairs of 48 px, 32-px
+    crops with augmentation, 3 epochs of 2 steps (tests of train and of the checkpoint format)."""
+    from dilran_lite.train import TrainConfig
+
+    base = dict(
+        preset="lite",
+        model={"width": 8, "recon_widths": [8, 8]},
+        data="phantom",
+        phantom_pairs=3,
+        phantom_size=48,
+        epochs=3,
+        steps_per_epoch=2,
+        batch_size=2,
+        crop=32,
+        augment=True,
+        lr=1e-3,
+        lambda2=0.0,
+    )
+    base.update(kw)
+    return TrainConfig(**base)

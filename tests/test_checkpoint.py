@@ -7,6 +7,7 @@ import resource
 
 import pytest
 import torch
+from conftest import tiny_train_config
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -19,21 +20,8 @@ from dilran_lite.weights import WEIGHTS_DIR
 
 
 def tiny(**kw) -> TrainConfig:
-    base = dict(
-        preset="lite",
-        model={"width": 8, "recon_widths": [8, 8]},
-        data="phantom",
-        phantom_pairs=3,
-        phantom_size=48,
-        epochs=1,
-        steps_per_epoch=2,
-        batch_size=2,
-        crop=32,
-        lr=1e-3,
-        lambda2=0.0,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    """One epoch, whole crops without augmentation (the shared tiny run otherwise)."""
+    return tiny_train_config(**{"epochs": 1, "augment": False, **kw})
 
 
 def _rewrite(path, meta_change=None, tensor_change=None):

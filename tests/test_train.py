@@ -10,6 +10,7 @@ import time
 
 import pytest
 import torch
+from conftest import tiny_train_config
 
 from dilran_lite.model import build_model
 from dilran_lite.train import (
@@ -23,22 +24,7 @@ from dilran_lite.train import (
 
 
 def tiny(**kw) -> TrainConfig:
-    base = dict(
-        preset="lite",
-        model={"width": 8, "recon_widths": [8, 8]},
-        data="phantom",
-        phantom_pairs=3,
-        phantom_size=48,
-        epochs=3,
-        steps_per_epoch=2,
-        batch_size=2,
-        crop=32,
-        augment=True,
-        lr=1e-3,
-        lambda2=0.0,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_train_config(**kw)
 
 
 def weights(model):

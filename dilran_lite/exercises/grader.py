@@ -67,15 +67,22 @@ def exercise_cells(path: Path) -> tuple[list[str], list[str], str]:
     return sources, [e.id for e in EXERCISES if e.name in defined], ""
 
 
-def _defined_names(sources: list[str]) -> set[str]:
-    names = set()
+def _parsed(sources: list[str]) -> list[ast.Module]:
+    """The cells' syntax trees, IPython ``%``/``!`` lines read as ``pass``; cells that do not
+    parse are left out."""
+    trees = []
     for src in sources:
+        lines = ("pass" if ln.lstrip().startswith(("%", "!")) else ln for ln in src.splitlines())
         try:
-            tree = ast.parse("\n".join(
-                "pass" if line.lstrip().startswith(("%", "!")) else line
-                for line in src.splitlines()))
+            trees.append(ast.parse("\n".join(lines)))
         except SyntaxError:
             continue
+    return trees
+
+
+def _defined_names(sources: list[str]) -> set[str]:
+    names = set()
+    for tree in _parsed(sources):
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
                 names.add(node.name)
@@ -89,13 +96,7 @@ def _defined_names(sources: list[str]) -> set[str]:
 def _imports_reference(sources: list[str]) -> set[str]:
     """Exercise ids whose reference (``dilran_lite.<module>.<attr>``) the cells import or use."""
     used = set()
-    for src in sources:
-        try:
-            tree = ast.parse("\n".join(
-                "pass" if line.lstrip().startswith(("%", "!")) else line
-                for line in src.splitlines()))
-        except SyntaxError:
-            continue
+    for tree in _parsed(sources):
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dilran_lite"):
                 used |= {a.name for a in node.names}
