@@ -17,6 +17,7 @@ import datetime
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -35,7 +36,15 @@ __all__ = [
     "describe",
     "mode_line",
     "setup",
+    "runs_folder",
 ]
+
+#: where the mode is switched (the setup cell is not shown on the book's pages)
+WHERE = "in the notebook's first code cell (open the notebook in Jupyter or Colab)"
+
+#: where Colab mounts Google Drive, and the folder of the chapters' training runs on it
+DRIVE_MOUNT = "/content/drive"
+DRIVE_RUNS = "MyDrive/dilran-runs"
 
 #: this session: ``warned`` once a download failed (the offline warning is given once);
 #: ``picked``: the mode setup() chose from the hardware ("quick"/"full"), None if the reader chose
@@ -119,12 +128,12 @@ def mode_line() -> str:
         why = "DILRAN_QUICK=1" if chosen else "no GPU here, and DILRAN_QUICK is not set"
         return (
             f"Quick mode ({why}): small, fast runs. For the full chapter (slow on a CPU), set "
-            'os.environ["DILRAN_QUICK"] = "0" in the setup cell and run the notebook again.'
+            f'os.environ["DILRAN_QUICK"] = "0" {WHERE} and run the notebook again.'
         )
     why = "DILRAN_QUICK=0" if chosen else "a GPU is here"
     return (
         f"Full mode ({why}): the chapter's real runs. For small, fast runs, set "
-        'os.environ["DILRAN_QUICK"] = "1" in the setup cell and run the notebook again.'
+        f'os.environ["DILRAN_QUICK"] = "1" {WHERE} and run the notebook again.'
     )
 
 
@@ -174,3 +183,35 @@ def setup(pairs: Sequence[str] = ("mri-ct",), fetch: bool | None = None) -> dict
     info = run_info(pairs)
     print(describe(info))
     return info
+
+
+def _mount_drive() -> None:
+    from google.colab import drive  # only on Colab
+
+    drive.mount(DRIVE_MOUNT)
+
+
+def runs_folder(mount_drive: bool = False, local: str = "runs") -> Path:
+    """The folder a chapter writes its training runs into, with one line saying whether it lasts.
+
+    On Colab with ``mount_drive`` (it asks for access to the reader's Google Drive) or with Drive
+    already mounted: ``/content/drive/MyDrive/dilran-runs`` (kept after the session). Otherwise
+    ``local`` beside the notebook; on Colab that folder is deleted with the runtime, and the line
+    says so and how to keep the weights."""
+    drive = Path(DRIVE_MOUNT)
+    if on_colab() and mount_drive and not (drive / "MyDrive").is_dir():
+        _mount_drive()
+    if on_colab() and (drive / "MyDrive").is_dir():
+        folder = drive / DRIVE_RUNS
+        print(f"Training runs go to {folder} on your Google Drive: they outlast this session.")
+        return folder
+    folder = Path(local)
+    if on_colab():
+        print(
+            f"Training runs go to {folder.resolve()}, which Colab deletes when the runtime ends. "
+            "To keep the weights, set MOUNT_DRIVE = True in this cell and run it again (it mounts "
+            "your Google Drive)."
+        )
+    else:
+        print(f"Training runs go to {folder}/ beside this notebook.")
+    return folder

@@ -20,8 +20,14 @@ Files whose name starts with "_" (drafts, templates) are left out.
   re-run does not change the file where nothing else changed.
 - Errors: a failing cell prints the notebook, the cell number (1-based, markdown cells counted)
   and the error; that notebook is not saved, the others still run, and the script exits 1.
+- Times: the wall time of every successful run goes to notebooks/timings.json, under the
+  chapter and "<mode>-<data>-<cpu|gpu>" (quick-atlas-cpu, full-atlas-cpu, ...), with the device,
+  the CPU cores, the load average at the start and the date; scripts/sync_notebooks.py writes each
+  chapter's **Time:** line from it. --time-only runs the notebook without saving it (the way to
+  measure quick mode, or the phantom: --phantom runs on an empty data folder without fetching).
 - Options: --timeout SECONDS per cell (default 900), --kernel NAME (default python3),
-  --fail-fast (stop at the first failing notebook), --quick, --allow-phantom.
+  --fail-fast (stop at the first failing notebook), --quick, --allow-phantom, --time-only,
+  --phantom.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 SETUP_KEY = "dilran_setup"  # cell metadata of the setup cell (scripts/sync_notebooks.py)
+TIMINGS = NOTEBOOKS / "timings.json"  # measured wall times (scripts/sync_notebooks.py reads them)
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
@@ -101,8 +108,30 @@ def failing_cell(nb: nbformat.NotebookNode) -> tuple[int, str, str] | None:
     return None
 
 
-def execute(path: Path, timeout: int, kernel: str) -> bool:
-    """Run one notebook in its own folder; save it only if every cell ran. Returns success."""
+def record_time(stem: str, seconds: float, load: float) -> None:
+    """Add one measured run of chapter ``stem`` to notebooks/timings.json (atomic write)."""
+    import json
+
+    from dilran_lite.notebook import run_info
+
+    info = run_info(chapter_pairs(nbformat.read(NOTEBOOKS / f"{stem}.ipynb", 4)))
+    times = json.loads(TIMINGS.read_text()) if TIMINGS.is_file() else {}
+    kind = "gpu" if info["device"].startswith("GPU") else "cpu"
+    times.setdefault(stem, {})[f"{info['mode']}-{info['data']}-{kind}"] = {
+        "seconds": round(seconds, 1),
+        "device": info["device"],
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "load_at_start": round(load, 2),
+        "date": info["date"],
+    }
+    tmp = TIMINGS.with_name(f".{TIMINGS.name}.part")
+    tmp.write_text(json.dumps(dict(sorted(times.items())), indent=1) + "\n")
+    os.replace(tmp, TIMINGS)
+
+
+def execute(path: Path, timeout: int, kernel: str, save: bool = True) -> bool:
+    """Run one notebook in its own folder; save it only if every cell ran (and ``save``);
+    record its wall time (:func:`record_time`). Returns success."""
     rel = path.relative_to(REPO) if path.is_relative_to(REPO) else path
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
@@ -113,6 +142,7 @@ def execute(path: Path, timeout: int, kernel: str) -> bool:
         store_widget_state=True,
         record_timing=False,
     )
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     try:
         client.execute()
@@ -140,6 +170,11 @@ def execute(path: Path, timeout: int, kernel: str) -> bool:
     elapsed = time.perf_counter() - start
     from dilran_lite.notebook import run_info
 
+    if path.parent == NOTEBOOKS:
+        record_time(path.stem, elapsed, load)
+    if not save:
+        print(f"ran    {rel}  {elapsed:6.1f} s (not saved)", flush=True)
+        return True
     nb.metadata["dilran"] = run_info(chapter_pairs(nb))
     nb = renumber_widgets(nb)
     nbformat.validate(nb)
@@ -162,7 +197,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--allow-phantom", action="store_true", help="run even where the atlas is absent"
     )
+    parser.add_argument(
+        "--time-only", action="store_true", help="record the wall time; do not save the notebook"
+    )
+    parser.add_argument(
+        "--phantom", action="store_true", help="run on an empty data folder (implies --time-only)"
+    )
     args = parser.parse_args(argv)
+    if args.phantom:
+        import tempfile
+
+        args.time_only = args.allow_phantom = True
+        os.environ["DILRAN_DATA"] = tempfile.mkdtemp(prefix="dilran-no-atlas-")
+        os.environ["DILRAN_FETCH"] = "0"
 
     if args.quick:
         os.environ["DILRAN_QUICK"] = "1"
@@ -195,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[Path] = []
     start = time.perf_counter()
     for path in notebooks:
-        if not execute(path, args.timeout, args.kernel):
+        if not execute(path, args.timeout, args.kernel, save=not args.time_only):
             failed.append(path)
             if args.fail_fast:
                 break

@@ -35,6 +35,10 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 TEXT_FILES = ["README.md", "book/running.md", "notebooks/_chapter_template.md"]
 SETUP_KEY = "dilran_setup"  # cell metadata key that marks the generated setup cell
+TIMINGS = NOTEBOOKS / "timings.json"  # measured runs (scripts/execute_notebooks.py writes it)
+TIME_LINE = re.compile(r"^\*\*Time:\*\*.*$", re.MULTILINE)
+ESTIMATE = re.compile(r"Working through the text and the exercises: about (\d+) minutes")
+DEFAULT_MINUTES = 60  # a chapter's study-time estimate when its page gives none
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 
 BADGE_TEMPLATE = "[![Open In Colab]({badge})]({colab}/notebooks/{name})"
@@ -134,6 +138,61 @@ def _set_tags(cell, tags: list[str]) -> None:
     cell.metadata["tags"] = tags
 
 
+def _duration(seconds: float) -> str:
+    """``42 s``, ``14 min``, ``1 h 5 min``: a wall time rounded for reading."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def time_line(runs: dict, minutes: int) -> str:
+    """A chapter's **Time:** line from its measured runs (notebooks/timings.json entries) and its
+    study-time estimate in minutes."""
+    parts = []
+    cpu = {k.rsplit("-", 1)[0]: v for k, v in runs.items() if k.endswith("-cpu")}
+    if cpu:
+        cores = max(v["cpu_cores"] for v in cpu.values())
+        said = []
+        if "quick-atlas" in cpu:
+            said.append(f"quick mode in {_duration(cpu['quick-atlas']['seconds'])} on the atlas")
+        if "quick-phantom" in cpu:
+            said.append(f"{_duration(cpu['quick-phantom']['seconds'])} on the built-in phantom")
+        if "full-atlas" in cpu:
+            said.append(f"full mode in {_duration(cpu['full-atlas']['seconds'])}")
+        parts.append(f"on a CPU with {cores} cores the notebook ran " + ", ".join(said))
+    gpu = runs.get("full-atlas-gpu")
+    if gpu:
+        parts.append(f"on a {gpu['device']}, full mode in {_duration(gpu['seconds'])}")
+    measured = ("; ".join(parts) + " (atlas already on disk). ") if parts else ""
+    if measured:
+        measured = measured[0].upper() + measured[1:]
+    return (
+        f"**Time:** {measured}Working through the text and the exercises: about {minutes} "
+        "minutes (our estimate)."
+    )
+
+
+def sync_time(nb: nbformat.NotebookNode, stem: str, timings: dict) -> None:
+    """Write the chapter's **Time:** line (in the cell that has one, else at the end of its
+    objectives cell) from notebooks/timings.json."""
+    cells = [c for c in nb.cells if c.cell_type == "markdown"]
+    cell = next((c for c in cells if TIME_LINE.search(c.source)), None)
+    if cell is None:
+        cell = next((c for c in cells if c.metadata.get("dilran_objectives")), None)
+        cell = cell or next((c for c in cells if "## Objectives" in c.source), None)
+        if cell is None:
+            return
+        cell.source = cell.source.rstrip() + "\n\n**Time:**"
+    found = ESTIMATE.search(cell.source)
+    line = time_line(timings.get(stem, {}), int(found.group(1)) if found else DEFAULT_MINUTES)
+    cell.source = TIME_LINE.sub(lambda m: line, cell.source, count=1)
+
+
+def load_timings() -> dict:
+    return json.loads(TIMINGS.read_text(encoding="utf-8")) if TIMINGS.is_file() else {}
+
+
 def sync_notebook(path: Path, url: str, branch: str) -> bool:
     """Rewrite the badge and setup cells of one chapter; True when the file changed."""
     nb = nbformat.read(path, as_version=4)
@@ -163,6 +222,7 @@ def sync_notebook(path: Path, url: str, branch: str) -> bool:
         cell.source = source
     cell.metadata[SETUP_KEY] = {"pairs": list(pairs)}
     _set_tags(cell, ["remove-input"])
+    sync_time(nb, path.stem.removesuffix(".ipynb"), load_timings())
 
     after = nbformat.writes(nb)
     if after == before:
