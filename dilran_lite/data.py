@@ -51,6 +51,8 @@ __all__ = [
     "PairedDataset",
     "SingleImageDataset",
     "load_pairs",
+    "QUICK_COLOUR_PAIRS",
+    "quick_names",
     "PhantomDataset",
     "phantom_pair",
     "phantom_masks",
@@ -578,12 +580,23 @@ class SingleImageDataset(torch.utils.data.Dataset):
         return x
 
 
+#: quick mode: the pairs of each colour atlas a chapter uses (the first of its series/test split)
+QUICK_COLOUR_PAIRS = 4
+
+
+def quick_names(pairs: str, n: int = QUICK_COLOUR_PAIRS) -> list[str]:
+    """The first ``n`` pairs (file names) of the atlas's ``series/test`` split: what a chapter
+    fetches and uses of a colour atlas in quick mode."""
+    return split_names(load_splits(pairs), "series/test")[:n]
+
+
 def load_pairs(
     pairs: str = "mri-ct",
     split: str | None = "series/test",
     root: str | os.PathLike | None = None,
     fallback: str | None = "phantom",
     n_phantom: int = 8,
+    limit: int | None = None,
     **kwargs,
 ):
     """The dataset every notebook starts from.
@@ -591,12 +604,17 @@ def load_pairs(
     Returns a :class:`PairedDataset` over the atlas when its folder is found (see
     :func:`resolve_data_root`), else prints one line saying so and returns a
     :class:`PhantomDataset` of ``n_phantom`` pairs (``fallback="phantom"``), or raises
-    ``FileNotFoundError`` (``fallback=None``). ``kwargs`` (augment, crop, seed) go to the
-    dataset. A phantom for a ``test``/``val`` split uses other seeds than for ``train``.
+    ``FileNotFoundError`` (``fallback=None``). ``limit``: only the first ``limit`` pairs of the
+    split (all that a quick-mode fetch of :func:`quick_names` brings). ``kwargs`` (augment, crop,
+    seed) go to the dataset. A phantom for a ``test``/``val`` split uses other seeds than for
+    ``train``.
     """
     pairs = _check_pairs(pairs)
     folder = dataset_dir(pairs, root)
     if is_dataset_folder(folder, pairs):
+        if limit is not None and split is not None:
+            names = split_names(load_splits(pairs, root), split)[:limit]
+            return PairedDataset(folder, pairs=pairs, names=names, **kwargs)
         return PairedDataset(folder, pairs=pairs, split=split, **kwargs)
     if fallback is None:
         raise FileNotFoundError(

@@ -93,8 +93,8 @@ class DownloadSummary:
         """One line: the counts, and the names of the failed files."""
         total = len(self.verified) + len(self.fetched) + len(self.failed) + len(self.not_attempted)
         text = (
-            f"{self.folder}: {total} files, {len(self.verified)} already verified, "
-            f"{len(self.fetched)} fetched, {len(self.failed)} failed"
+            f"{self.folder}: {total // 2} pairs ({total} files), {len(self.verified)} already "
+            f"verified, {len(self.fetched)} fetched, {len(self.failed)} failed"
         )
         if self.failed:
             names = list(self.failed)
@@ -367,8 +367,8 @@ def _plan(
         template = url_template or LOCAL_TEMPLATE
     if not base.endswith("/"):
         base += "/"
-    todo = []
-    for rel, digest in sorted(sums.items()):
+    todo = []  # by pair: the files of one pair one after the other
+    for rel, digest in sorted(sums.items(), key=lambda item: item[0].split("/", 1)[::-1]):
         modality, name = rel.split("/", 1)
         url = base + template.format(dataset=dataset, modality=modality, name=name)
         todo.append((rel, digest, url, sizes.get(rel)))
@@ -383,13 +383,15 @@ def _fetch_all(plan: _Plan, timeout: float, progress: bool) -> tuple[DownloadSum
 
     summary = DownloadSummary(plan.folder)
     in_a_row, unreachable, wrong_address = 0, False, False
-    bar = tqdm(total=len(plan.todo), unit="file", desc=plan.dataset, disable=not progress)
+    per_pair = len(plan.modalities)
+    bar = tqdm(total=len(plan.todo) // per_pair, unit="pair", desc=plan.dataset,
+               disable=not progress)  # fmt: skip
     try:
         for i, (rel, digest, url, size) in enumerate(plan.todo):
             target = plan.folder / rel
             if target.is_file() and _sha256(target) == digest:
                 summary.verified.append(rel)
-                bar.update(1)
+                bar.update(1 if (i + 1) % per_pair == 0 else 0)
                 continue
             try:
                 _fetch(url, target, digest, size, timeout)
@@ -410,7 +412,7 @@ def _fetch_all(plan: _Plan, timeout: float, progress: bool) -> tuple[DownloadSum
                     raise DownloadError(
                         f"{summary.line()}: {err}. {_offline_hint(plan.root, plan.dataset)}"
                     ) from err
-            bar.update(1)
+            bar.update(1 if (i + 1) % per_pair == 0 else 0)
     finally:
         bar.close()
     return summary, unreachable or (wrong_address and not summary.fetched)
@@ -476,16 +478,18 @@ def download_atlas(
 
 
 def verify_atlas(
-    pairs: str = "mri-ct", root: str | os.PathLike | None = None
+    pairs: str = "mri-ct",
+    root: str | os.PathLike | None = None,
+    names: Iterable[str] | None = None,
 ) -> dict[str, list[str]]:
-    """Check a local atlas folder against the shipped manifest.
+    """Check a local atlas folder against the shipped manifest (``names``: only those pairs).
 
     Returns ``{"missing": [...], "corrupt": [...]}`` (relative paths such as ``CT/2004.png``).
     """
     man = load_manifest(pairs)
     folder = dataset_dir(pairs, root)
     out: dict[str, list[str]] = {"missing": [], "corrupt": []}
-    for rel, digest in sorted(man["sha256"].items()):
+    for rel, digest in sorted(_select(man["sha256"], names, pairs).items()):
         path = folder / rel
         if not path.is_file():
             out["missing"].append(rel)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .data import DATASET_DIRS, PAIRS, dataset_dir, is_dataset_folder
+from .data import DATASET_DIRS, PAIRS, dataset_dir, is_dataset_folder, quick_names
 from .download import DownloadError, download_atlas, load_manifest
 from .settings import MIRROR_VAR, choose_quick_mode, fetch_allowed, quick_mode_chosen
 from .settings import mirror as mirror_url
@@ -32,6 +32,7 @@ __all__ = [
     "on_colab",
     "default_weights",
     "atlas_present",
+    "chapter_names",
     "run_info",
     "describe",
     "mode_line",
@@ -61,15 +62,23 @@ def default_weights(quick: bool | None = None) -> str:
     return "dilran-lite" if (quick_mode() if quick is None else quick) else "dilran-paper"
 
 
-def atlas_present(pairs: str = "mri-ct") -> bool:
+def atlas_present(pairs: str = "mri-ct", names: Sequence[str] | None = None) -> bool:
     """True when the ``pairs`` atlas folder is found where the loaders look for it, with as many
     PNG files in each modality folder as the manifest lists (a download that failed part-way
-    leaves fewer)."""
+    leaves fewer); with ``names``, when those pairs' files are there."""
     folder = dataset_dir(pairs)
     if not is_dataset_folder(folder, pairs):
         return False
+    if names is not None:
+        return all((folder / m / n).is_file() for n in names for m in PAIRS[pairs])
     listed = [rel.split("/", 1)[0] for rel in load_manifest(pairs)["sha256"]]
     return all(sum(1 for _ in (folder / m).glob("*.png")) >= listed.count(m) for m in PAIRS[pairs])
+
+
+def chapter_names(pairs: str) -> list[str] | None:
+    """The pairs of an atlas a chapter fetches: in quick mode, a colour atlas's
+    :func:`~dilran_lite.data.quick_names`; else all (None)."""
+    return quick_names(pairs) if quick_mode() and pairs != "mri-ct" else None
 
 
 def _gpu() -> bool:
@@ -90,7 +99,7 @@ def run_info(pairs: Sequence[str] = ("mri-ct",)) -> dict:
     quick = quick_mode()
     return {
         "mode": "quick" if quick else "full",
-        "data": "atlas" if all(atlas_present(p) for p in pairs) else "phantom",
+        "data": "atlas" if all(atlas_present(p, chapter_names(p)) for p in pairs) else "phantom",
         "pairs": list(pairs),
         "weights": default_weights(quick),
         "version": __version__,
@@ -137,11 +146,11 @@ def mode_line() -> str:
     )
 
 
-def _fetch(pairs: str) -> bool:
-    """Download the ``pairs`` atlas (verified); False when it fails, with one short warning the
-    first time in this session."""
+def _fetch(pairs: str, names: list[str] | None) -> bool:
+    """Download the ``pairs`` atlas (only ``names`` when given; verified); False when it fails,
+    with one short warning the first time in this session."""
     try:
-        download_atlas(pairs=pairs, base_url=mirror_url(), timeout=15.0)
+        download_atlas(pairs=pairs, base_url=mirror_url(), timeout=15.0, names=names)
     except DownloadError:
         if not _SESSION["warned"]:
             _SESSION["warned"] = True
@@ -171,15 +180,17 @@ def setup(pairs: Sequence[str] = ("mri-ct",), fetch: bool | None = None) -> dict
     print(mode_line())
     fetch = _fetch_wanted() if fetch is None else fetch
     for p in pairs:
-        if atlas_present(p):
+        names = chapter_names(p)
+        if atlas_present(p, names):
             continue
         if not fetch:
             print(f"No {DATASET_DIRS[p]} atlas here: this chapter uses the synthetic phantom.")
             continue
-        n = _pairs_count(p)
-        print(f"Fetching the {DATASET_DIRS[p]} atlas ({n} pairs, {n * len(PAIRS[p])} files, each "
-              "checked against its SHA-256):")  # fmt: skip
-        fetch = _fetch(p)
+        n, total = (len(names) if names else _pairs_count(p)), _pairs_count(p)
+        which = f"{n} of its {total} pairs, for quick mode" if names else f"{n} pairs"
+        print(f"Fetching the {DATASET_DIRS[p]} atlas ({which}; each file checked against its "
+              "SHA-256):")  # fmt: skip
+        fetch = _fetch(p, names)
     info = run_info(pairs)
     print(describe(info))
     return info

@@ -376,7 +376,7 @@ def test_summary_line_with_progress(server, tmp_path, capsys):
     dest = tmp_path / "dest"
     download_atlas(dest, "mri-ct", base_url=server["url"], names=NAMES, progress=True)
     out = capsys.readouterr().out
-    assert "6 files, 0 already verified, 6 fetched, 0 failed" in out
+    assert "3 pairs (6 files), 0 already verified, 6 fetched, 0 failed" in out
     download_atlas(dest, "mri-ct", base_url=server["url"], names=NAMES, progress=True)
     assert "6 already verified, 0 fetched, 0 failed" in capsys.readouterr().out
 
@@ -433,7 +433,7 @@ def test_two_downloads_into_one_folder_at_once(server, first_download_mid_transf
     assert results == {"first": folder, "second": folder}
     out = capsys.readouterr().out
     assert f"Another download is running in {folder}; waiting for it to finish." in out
-    assert "6 files, 6 already verified, 0 fetched, 0 failed" in out
+    assert "3 pairs (6 files), 6 already verified, 0 fetched, 0 failed" in out
     assert len(server["handler"].requests) == 6  # every file fetched once, by the first
     man = load_manifest("mri-ct")
     for rel in (f"{m}/{n}" for m in PAIRS["mri-ct"] for n in NAMES):

@@ -92,7 +92,7 @@ def test_setup_offline_warns_once_and_uses_phantom(no_atlas: Path, monkeypatch, 
     assert info["data"] == "phantom"
     out = capsys.readouterr().out.splitlines()
     assert any(
-        ln.startswith("Fetching the harvard-mri-ct atlas (184 pairs, 368 files") for ln in out
+        ln.startswith("Fetching the harvard-mri-ct atlas (184 pairs; each file") for ln in out
     )
     assert "No harvard-mri-pet atlas here" in "\n".join(out)
     assert out[-1] == describe(info)
@@ -116,6 +116,35 @@ def test_setup_fetches_from_a_mirror(no_atlas: Path, shared_data: Path, monkeypa
     info = setup()
     assert info["data"] == "atlas"
     assert (no_atlas / man["dataset"] / "splits.json").is_file()
+
+
+def test_quick_mode_fetches_only_the_colour_pairs_it_uses(
+    no_atlas: Path, shared_data: Path, monkeypatch, capsys
+) -> None:
+    """Quick mode: of a colour atlas only the first pairs of series/test are fetched (the bar and
+    the line count pairs), and the chapter's loaders read exactly those; full mode wants all."""
+    from dilran_lite.data import QUICK_COLOUR_PAIRS, load_pairs, quick_names
+
+    monkeypatch.setenv("DILRAN_MIRROR", shared_data.as_uri())
+    monkeypatch.setenv("DILRAN_QUICK", "1")
+    monkeypatch.setattr(notebook, "atlas_present", _present_or_skip_ct(notebook.atlas_present))
+    info = setup(pairs=("mri-ct", "mri-pet"))
+    out = capsys.readouterr()
+    names = quick_names("mri-pet")
+    assert len(names) == QUICK_COLOUR_PAIRS
+    assert f"mri-pet atlas ({QUICK_COLOUR_PAIRS} of its 269 pairs, for quick mode" in out.out
+    fetched = sorted(p.name for p in (no_atlas / "harvard-mri-pet" / "PET").glob("*.png"))
+    assert fetched == sorted(names) and info["data"] == "atlas"
+    assert f"{QUICK_COLOUR_PAIRS}/{QUICK_COLOUR_PAIRS}" in out.err  # the bar counts pairs
+    ds = load_pairs("mri-pet", "series/test", limit=QUICK_COLOUR_PAIRS)
+    assert list(ds.names) == names
+    monkeypatch.setenv("DILRAN_QUICK", "0")
+    assert not notebook.atlas_present("mri-pet", notebook.chapter_names("mri-pet"))
+
+
+def _present_or_skip_ct(real):
+    """atlas_present, with MRI-CT taken as present (the test fetches only the colour pairs)."""
+    return lambda pairs="mri-ct", names=None: pairs == "mri-ct" or real(pairs, names)
 
 
 def _execute_script():
