@@ -249,12 +249,39 @@ TEXT_RULES = [
 SETUP_BLOCK = re.compile(r"```python\n# Setup\. On Colab:.*?\n```", re.DOTALL)
 
 
+TIMINGS_BLOCK = re.compile(r"(<!-- timings:start -->\n).*?(<!-- timings:end -->)", re.DOTALL)
+
+
+def timings_table(timings: dict) -> str:
+    """The measured runs of every chapter as a Markdown table (running.md): wall time, and in
+    brackets the load average at the start of the run."""
+    keys = [("quick-atlas-cpu", "quick, atlas"), ("quick-phantom-cpu", "quick, phantom"),
+            ("full-atlas-cpu", "full, atlas"), ("full-atlas-gpu", "full, atlas, GPU")]  # fmt: skip
+    seen = {k for runs in timings.values() for k in runs}
+    keys = [(k, h) for k, h in keys if k in seen]
+    rows = ["| chapter | " + " | ".join(h for _, h in keys) + " | CPU cores |",
+            "|---|" + "---:|" * (len(keys) + 1)]  # fmt: skip
+    for path in chapters():
+        runs = timings.get(path.stem, {})
+        cells = [
+            f"{_duration(runs[k]['seconds'])} ({runs[k].get('load_at_start', 0):.1f})"
+            if k in runs else ""
+            for k, _ in keys
+        ]  # fmt: skip
+        cores = ", ".join(sorted({str(r["cpu_cores"]) for r in runs.values()}))
+        rows.append(f"| {path.stem[:2]} | " + " | ".join(cells) + f" | {cores} |")
+    return "\n".join(rows) + "\n"
+
+
 def synced_text(text: str, url: str, branch: str) -> str:
-    """``text`` with its repository URLs and its copies of the setup cell regenerated."""
+    """``text`` with its repository URLs, its copies of the setup cell and its table of the
+    chapters' measured times regenerated."""
     for pattern, build in TEXT_RULES:
         text = pattern.sub(build(url, branch), text)
     block = "```python\n" + setup_source(url, branch, ("mri-ct",)) + "\n```"
-    return SETUP_BLOCK.sub(lambda m: block, text)
+    text = SETUP_BLOCK.sub(lambda m: block, text)
+    table = timings_table(load_timings())
+    return TIMINGS_BLOCK.sub(lambda m: m.group(1) + table + m.group(2), text)
 
 
 def sync_text(path: Path, url: str, branch: str) -> bool:

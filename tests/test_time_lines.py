@@ -107,3 +107,18 @@ def test_runs_folder_off_colab_and_on_colab(monkeypatch, tmp_path, capsys) -> No
     assert mounted and "outlast this session" in capsys.readouterr().out
     assert notebook.runs_folder() == tmp_path / "drive" / "MyDrive" / "dilran-runs"  # mounted once
     assert len(mounted) == 1
+
+
+def test_timings_table_in_running_md(sync, monkeypatch) -> None:
+    first = CHAPTERS[0].stem
+    run = dict(_run(16.5), load_at_start=2.17)
+    table = sync.timings_table({first: {"quick-atlas-cpu": run}})
+    lines = table.splitlines()
+    assert lines[0] == "| chapter | quick, atlas | CPU cores |"
+    assert lines[2] == f"| {first[:2]} | 16 s (2.2) | 2 |"
+    assert len(lines) == 2 + len(CHAPTERS)
+    text = "x\n<!-- timings:start -->\nold\n<!-- timings:end -->\ny"
+    monkeypatch.setattr(sync, "load_timings", lambda: {first: {"quick-atlas-cpu": run}})
+    assert sync.synced_text(text, "https://github.com/o/n", "main") == (
+        f"x\n<!-- timings:start -->\n{table}<!-- timings:end -->\ny"
+    )
