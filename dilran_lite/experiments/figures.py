@@ -1,4 +1,5 @@
-"""The results chapter's figure: test pairs fused by each method, with zoomed crops."""
+"""The results chapters' figures: test pairs fused by each method, with zoomed crops, and each
+method's scores over the best of every metric."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .._io import atomic_write
 from ..metrics import to_uint8
@@ -13,7 +15,7 @@ from .plan import SplitRuns
 from .reference import PAPER_STRATEGY
 from .runs import Pairs
 
-__all__ = ["fusion_grid", "split_figure"]
+__all__ = ["fusion_grid", "split_figure", "score_ratio_figure"]
 
 
 def _zoom_window(a8: np.ndarray, b8: np.ndarray, size: int) -> tuple[int, int]:
@@ -115,3 +117,42 @@ def split_figure(sr: SplitRuns, out: str | os.PathLike) -> Path:
         cols[f"best: {bs}\n({bw})"] = sr.runs[(bw, bs)].fused
     title = f"{sr.data_label}; zoomed crops below each row"
     return fusion_grid(shown, cols, Path(out) / f"fusion_grid_{sr.split}.png", title)
+
+
+def score_ratio_figure(
+    table: pd.DataFrame,
+    metrics: list[str],
+    title: str,
+    rows: list | None = None,
+    lower_is_better: tuple[str, ...] = (),
+    width_in: float = 7.3,
+):
+    """A heat map of each method's score over the best score of its column (1: the best), one
+    row per method of ``table`` (index: method names; ``rows``: those to show, None: all), one
+    column per metric; the ratios are printed in the cells and a colour bar gives the scale.
+    For ``lower_is_better`` columns the ratio is best / score. Returns a matplotlib Figure
+    (no pyplot: the caller's backend is left alone), ``width_in`` inches wide at 100 dpi."""
+    from matplotlib.figure import Figure
+
+    data = table.loc[list(table.index if rows is None else rows), list(metrics)].astype(float)
+    ratio = data.copy()
+    for m in metrics:
+        col = data[m]
+        ratio[m] = col.min() / col if m in lower_is_better else col / col.max()
+    fig = Figure(figsize=(width_in, 0.9 + 0.3 * len(ratio)), dpi=100)
+    ax = fig.add_subplot()
+    low = float(np.nanmin(ratio.to_numpy())) if ratio.notna().any().any() else 0.0
+    im = ax.imshow(ratio.to_numpy(), cmap="viridis", vmin=min(low, 0.99), vmax=1.0, aspect="auto")
+    ax.set_xticks(range(len(metrics)), metrics, fontsize=9)
+    ax.set_yticks(range(len(ratio)), [str(r) for r in ratio.index], fontsize=9)
+    ax.xaxis.tick_top()
+    for (i, j), v in np.ndenumerate(ratio.to_numpy()):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if v > low + 0.6 * (1 - low) else "white")
+    ax.set_title(title, fontsize=10, pad=22)
+    bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("score / best score of the metric", fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    return fig
