@@ -112,3 +112,10 @@ def test_score_ratio_figure() -> None:
     data = ax.images[0].get_array()
     assert np.allclose(data, [[15 / 16, 1.0], [1.0, 2 / 3]])
     assert len(fig.axes) == 2  # the colour bar
+
+
+def test_wrapped_text_columns_count_at_most_their_wrap_width() -> None:
+    df = pd.DataFrame({"detail": ["a long sentence " * 8]}, index=["claim"])
+    assert styled_table(df, title="T").width_px > PAGE_WIDTH_PX
+    wrapped = styled_table(df, title="T", wrap=["detail"])
+    assert wrapped.width_px < PAGE_WIDTH_PX and "min-width:12em" in wrapped.html

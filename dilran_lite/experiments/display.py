@@ -60,6 +60,8 @@ PAGE_WIDTH_PX = 730
 CHAR_PX = 7.2  # mean width of a character at the table's font size (0.85 em of 16 px)
 CELL_PAD_PX = 12  # left + right padding of a cell
 CELL_CSS = "padding:2px 6px;white-space:nowrap;"
+WRAP_CSS = "padding:2px 6px;text-align:left;min-width:12em;"
+WRAP_CHARS = 36  # the width, in characters, counted for a column whose cells wrap
 TABLE_CSS = (
     "border-collapse:collapse;font-size:0.85em;font-variant-numeric:tabular-nums;"
     "margin:0.3em 0 0.6em 0;max-width:100%;"
@@ -150,10 +152,15 @@ def _header(name: str, unit: str | None) -> str:
 
 
 def _html_table(
-    shown: pd.DataFrame, bold: pd.DataFrame, headers: list[str], title: str, label: str
+    shown: pd.DataFrame,
+    bold: pd.DataFrame,
+    headers: list[str],
+    title: str,
+    label: str,
+    wrap: Sequence[str] = (),
 ) -> str:
-    """The ``<table>`` of ``shown`` (strings), with ``bold`` cells in bold and the row labels
-    (named ``label``) in the first column."""
+    """The ``<table>`` of ``shown`` (strings), with ``bold`` cells in bold, the row labels
+    (named ``label``) in the first column, and the cells of ``wrap`` free to wrap."""
     head = "".join(
         f'<th style="{CELL_CSS}text-align:{"left" if i == 0 else "right"};'
         f'border-bottom:1px solid currentColor;vertical-align:bottom">{h}</th>'
@@ -165,7 +172,8 @@ def _html_table(
         for c in shown.columns:
             v = html.escape(shown.loc[r, c])
             v = f"<b>{v}</b>" if bold.loc[r, c] else v
-            cells.append(f'<td style="{CELL_CSS}text-align:right">{v}</td>')
+            css = WRAP_CSS if c in wrap else CELL_CSS + "text-align:right"
+            cells.append(f'<td style="{css}">{v}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     caption = (
         f'<caption style="caption-side:top;text-align:left;font-weight:bold;'
@@ -179,13 +187,23 @@ def _html_table(
     )
 
 
-def _width_px(shown: pd.DataFrame, names: list[str], units: list[str | None], label: str) -> int:
-    """An estimate of the table's width: the longest cell or header line of each column."""
+def _width_px(
+    shown: pd.DataFrame,
+    names: list[str],
+    units: list[str | None],
+    label: str,
+    wrap: Sequence[str] = (),
+) -> int:
+    """An estimate of the table's width: the longest cell or header line of each column
+    (at most :data:`WRAP_CHARS` for the columns in ``wrap``)."""
     total = 0.0
-    columns = [(label, [str(r) for r in shown.index], None)]
-    columns += [(n, list(shown[c]), u) for n, c, u in zip(names, shown.columns, units)]
-    for name, cells, unit in columns:
+    columns = [(label, [str(r) for r in shown.index], None, False)]
+    columns += [
+        (n, list(shown[c]), u, c in wrap) for n, c, u in zip(names, shown.columns, units)
+    ]
+    for name, cells, unit, wraps in columns:
         longest = max([len(name), len(unit or "") * 0.85, *(len(s) for s in cells)])
+        longest = min(longest, WRAP_CHARS) if wraps else longest
         total += longest * CHAR_PX + CELL_PAD_PX
     return int(math.ceil(total))
 
@@ -202,6 +220,7 @@ def styled_table(
     digits: int | Mapping[str, int] | None = None,
     label: str | None = None,
     full: bool = True,
+    wrap: Sequence[str] = (),
 ) -> Table:
     """A table for the page: ``df``'s rows (its index as row labels: set a short, readable one)
     and only ``columns`` (None: all), under ``title``.
@@ -213,7 +232,8 @@ def styled_table(
     per column (default :data:`METRIC_DIGITS`, 3 for the others) or one for all.
     ``label``: the header of the row labels (default: the index name). ``full``: fold the whole
     ``df``, every column, under the table (an HTML ``<details>``) when ``columns`` leaves some
-    out. Missing values show as an en dash; names do not wrap.
+    out. ``wrap``: text columns whose cells may wrap (long sentences); nothing else wraps.
+    Missing values show as an en dash.
     """
     cols = list(df.columns if columns is None else columns)
     missing = [c for c in cols if c not in df.columns]
@@ -232,18 +252,19 @@ def styled_table(
     bold = best_cells(df, shown, list(best), lower_is_better, best_rows)
     heads = [names.get(c, str(c)) for c in cols]
     hunits = [units.get(c) for c in cols]
-    out = _html_table(shown, bold, [_header(h, u) for h, u in zip(heads, hunits)], title, label)
+    headers = [_header(h, u) for h, u in zip(heads, hunits)]
+    out = _html_table(shown, bold, headers, title, label, wrap)
     extra = [c for c in df.columns if c not in cols]
     if full and extra:
-        every = styled_table(df, None, "", None, units,
-                             lower_is_better, best_rows, names, digits, label, full=False)
+        every = styled_table(df, None, "", None, units, lower_is_better, best_rows, names,
+                             digits, label, full=False, wrap=wrap)
         out += (
             f"<details><summary>Full table ({len(df.columns)} columns)</summary>"
             f'<div style="overflow-x:auto">{every.html}</div></details>'
         )
     plain = shown.rename(columns=dict(zip(cols, heads))).to_string()
     text = (f"{title}\n" if title else "") + plain
-    return Table(f"<div>{out}</div>", text, _width_px(shown, heads, hunits, label), shown)
+    return Table(f"<div>{out}</div>", text, _width_px(shown, heads, hunits, label, wrap), shown)
 
 
 SHORT_NAMES = (

@@ -60,10 +60,10 @@ def _draw_pair(axes: np.ndarray, p: int, pair: tuple, labels: list[str], columns
             interpolation="nearest",
         )
         if p == 0:
-            ax.set_title(lab, fontsize=7)
+            ax.set_title(lab, fontsize=10)
         if c == 0:
-            ax.set_ylabel(Path(name).stem, fontsize=7)
-            axz.set_ylabel("zoom", fontsize=7)
+            ax.set_ylabel(Path(name).stem, fontsize=10)
+            axz.set_ylabel("zoom", fontsize=10)
         for x in (ax, axz):
             x.set_xticks([])
             x.set_yticks([])
@@ -80,21 +80,28 @@ def _save_png(fig, path: str, colors: int = 96) -> None:
     small.save(path, format="PNG", optimize=True)
 
 
+GRID_WIDTH_PX = 730
+"""The width of the saved fusion grid: the book's text column, so that it is shown unscaled
+and its 10 px labels stay 10 px."""
+
+
 def fusion_grid(
     pairs: Pairs, columns: dict[str, dict[str, np.ndarray]], path: str | os.PathLike, title: str
 ) -> Path:
     """Save a grid: for each pair, a row of full images (MRI, CT, each method's fusion) with
-    the zoom window marked, then a row of the zoomed crops. ``columns``: label -> pair -> 8-bit."""
+    the zoom window marked, then a row of the zoomed crops. ``columns``: label -> pair -> 8-bit.
+    The PNG is :data:`GRID_WIDTH_PX` wide (72 dpi: a point of type is a pixel)."""
     from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     labels = ["MRI", "CT", *columns]
     ncol, nrow = len(labels), 2 * len(pairs)
-    fig = Figure(figsize=(1.45 * ncol, 1.5 * nrow))
+    side = GRID_WIDTH_PX / 72 / ncol  # inches per panel
+    fig = Figure(figsize=(GRID_WIDTH_PX / 72, side * nrow + 0.5))
     axes = fig.subplots(nrow, ncol, squeeze=False)
     for p, pair in enumerate(pairs):
         _draw_pair(axes, p, pair, labels, columns)
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout(pad=0.3)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.3 / fig.get_figheight()))
     return atomic_write(path, lambda tmp: _save_png(fig, tmp))
 
 
@@ -111,11 +118,14 @@ def split_figure(sr: SplitRuns, out: str | os.PathLike) -> Path:
     }
     paper_w = sr.plan["paper_model"]
     if paper_w:
-        cols["DILRAN paper\n(sfnn-max)"] = sr.runs[(paper_w, PAPER_STRATEGY)].fused
+        cols[f"DILRAN\n({PAPER_STRATEGY})"] = sr.runs[(paper_w, PAPER_STRATEGY)].fused
     if sr.selection:
         bw, bs = sr.selection["weights"], sr.selection["strategy"]
-        cols[f"best: {bs}\n({bw})"] = sr.runs[(bw, bs)].fused
-    title = f"{sr.data_label}; zoomed crops below each row"
+        cols[f"best variant\n({bs})"] = sr.runs[(bw, bs)].fused
+    title = (
+        f"{len(shown)} of the {len(pairs)} {sr.test_split} pairs; "
+        "below each, the zoomed crop marked in red"
+    )
     return fusion_grid(shown, cols, Path(out) / f"fusion_grid_{sr.split}.png", title)
 
 
