@@ -119,3 +119,19 @@ def test_wrapped_text_columns_count_at_most_their_wrap_width() -> None:
     assert styled_table(df, title="T").width_px > PAGE_WIDTH_PX
     wrapped = styled_table(df, title="T", wrap=["detail"])
     assert wrapped.width_px < PAGE_WIDTH_PX and "min-width:12em" in wrapped.html
+
+
+def test_one_quantity_per_row() -> None:
+    df = pd.DataFrame({"average": [15.2102, 0.7249, 8.0], "max": [14.0727, 0.7326, 8.0]},
+                      index=["PSNR", "SSIM", "EN"])
+    t = styled_table(df, title="T", per_row=True)
+    assert list(t.cells.loc["PSNR (dB)"]) == ["15.21", "14.07"]
+    assert list(t.cells.loc["SSIM"]) == ["0.725", "0.733"]
+    assert list(t.cells.loc["EN (bits)"]) == ["8", "8"]
+    assert "<b>15.21</b>" in t.html and "<b>0.733</b>" in t.html
+
+
+def test_mixed_columns_format_the_numbers_only() -> None:
+    assert list(format_column(pd.Series([15.95, "average", None, 0.5]))) == [
+        "15.9", "average", DASH, "0.5"]
+    assert list(format_column(pd.Series([True, False]))) == ["True", "False"]

@@ -67,6 +67,7 @@ from .beyond import (
     BEYOND_WEIGHTS,
     beyond_goal,
     beyond_runs,
+    beyond_standing,
     beyond_table,
     colour_pairs,
     run_beyond,
@@ -172,6 +173,7 @@ __all__ = [
     "beyond_runs",
     "beyond_table",
     "beyond_goal",
+    "beyond_standing",
     "colour_pairs",
     "run_beyond",
 ]

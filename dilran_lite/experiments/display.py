@@ -97,19 +97,27 @@ def _is_integral(values: pd.Series) -> bool:
 def format_column(values: pd.Series, digits: int = 3) -> pd.Series:
     """``values`` as strings: integers as integers; other numbers with ``digits`` significant
     digits (2-4 make sense) for the column's largest magnitude and the same number of decimals
-    in every row; NaN and None as an en dash; text as it is."""
-    numeric = pd.to_numeric(values, errors="coerce")
-    if numeric.notna().sum() < values.notna().sum():  # a text column
-        return values.map(lambda v: DASH if v is None or v != v else str(v))
-    if _is_integral(numeric):
-        return numeric.map(lambda v: f"{int(v)}" if math.isfinite(v) else DASH)
-    finite = numeric[numeric.map(math.isfinite)]
-    top = float(finite.abs().max()) if len(finite) else 0.0
-    decimals = max(0, digits - 1 - (math.floor(math.log10(top)) if top > 0 else 0))
-    return numeric.map(
-        lambda v: DASH if v != v else ("\u221e" if v > 0 else "-\u221e")
-        if math.isinf(v) else f"{v:.{decimals}f}"
-    )
+    in every row; NaN and None as an en dash; text (and booleans) as it is."""
+    values = pd.Series(values, dtype=object)
+    is_text = values.map(lambda v: isinstance(v, (str, bool)) or v is None)
+    numeric = pd.to_numeric(values.where(~is_text), errors="coerce").astype(float)
+    numbers = numeric[~is_text & numeric.notna()]
+    if _is_integral(numbers):
+        fmt = lambda v: f"{int(v)}"  # noqa: E731
+    else:
+        finite = numbers[numbers.map(math.isfinite)]
+        top = float(finite.abs().max()) if len(finite) else 0.0
+        decimals = max(0, digits - 1 - (math.floor(math.log10(top)) if top > 0 else 0))
+        fmt = lambda v: f"{v:.{decimals}f}"  # noqa: E731
+
+    def one(v: object, x: float) -> str:
+        if v is None or (not isinstance(v, (str, bool)) and x != x):
+            return DASH
+        if isinstance(v, (str, bool)):
+            return str(v)
+        return ("\u221e" if x > 0 else "-\u221e") if math.isinf(x) else fmt(x)
+
+    return pd.Series([one(v, x) for v, x in zip(values, numeric)], index=values.index)
 
 
 def best_cells(
@@ -141,6 +149,24 @@ def _default_best(df: pd.DataFrame, cols: Sequence[str]) -> list[str]:
         if c not in NO_BEST and pd.api.types.is_numeric_dtype(df[c])
         and not _is_integral(pd.to_numeric(df[c], errors="coerce"))
     ]
+
+
+def _cells(
+    df: pd.DataFrame,
+    cols: list,
+    digits: int | Mapping[str, int],
+    best: Sequence[str] | None,
+    lower_is_better: Sequence[str],
+    best_rows: Sequence | None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The shown strings of ``df[cols]`` and where they are bold, column by column."""
+    shown = pd.DataFrame(
+        {c: format_column(df[c], digits if isinstance(digits, int) else digits.get(c, 3))
+         for c in cols},
+        index=df.index,
+    )
+    best = _default_best(df, cols) if best is None else best
+    return shown, best_cells(df, shown, list(best), lower_is_better, best_rows)
 
 
 def _header(name: str, unit: str | None) -> str:
@@ -221,6 +247,7 @@ def styled_table(
     label: str | None = None,
     full: bool = True,
     wrap: Sequence[str] = (),
+    per_row: bool = False,
 ) -> Table:
     """A table for the page: ``df``'s rows (its index as row labels: set a short, readable one)
     and only ``columns`` (None: all), under ``title``.
@@ -233,6 +260,8 @@ def styled_table(
     ``label``: the header of the row labels (default: the index name). ``full``: fold the whole
     ``df``, every column, under the table (an HTML ``<details>``) when ``columns`` leaves some
     out. ``wrap``: text columns whose cells may wrap (long sentences); nothing else wraps.
+    ``per_row``: the rows are the quantities (e.g. one metric per row): digits, units (in the
+    row label), bold and ``lower_is_better`` then go by row, and ``best`` names rows.
     Missing values show as an en dash.
     """
     cols = list(df.columns if columns is None else columns)
@@ -243,13 +272,15 @@ def styled_table(
     names = names or {}
     label = label if label is not None else str(df.index.name or "")
     digits = METRIC_DIGITS if digits is None else digits
-    shown = pd.DataFrame(
-        {c: format_column(df[c], digits if isinstance(digits, int) else digits.get(c, 3))
-         for c in cols},
-        index=df.index,
-    )
-    best = _default_best(df, cols) if best is None else best
-    bold = best_cells(df, shown, list(best), lower_is_better, best_rows)
+    if per_row:
+        t = df[cols].T
+        shown_t, bold_t = _cells(t, list(t.columns), digits, best, lower_is_better, best_rows)
+        shown, bold = shown_t.T, bold_t.T
+        shown.index = [f"{r} ({units[r]})" if r in units else r for r in df.index]
+        bold.index = shown.index
+        units = {}
+    else:
+        shown, bold = _cells(df, cols, digits, best, lower_is_better, best_rows)
     heads = [names.get(c, str(c)) for c in cols]
     hunits = [units.get(c) for c in cols]
     headers = [_header(h, u) for h, u in zip(heads, hunits)]
@@ -257,7 +288,7 @@ def styled_table(
     extra = [c for c in df.columns if c not in cols]
     if full and extra:
         every = styled_table(df, None, "", None, units, lower_is_better, best_rows, names,
-                             digits, label, full=False, wrap=wrap)
+                             digits, label, full=False, wrap=wrap, per_row=per_row)
         out += (
             f"<details><summary>Full table ({len(df.columns)} columns)</summary>"
             f'<div style="overflow-x:auto">{every.html}</div></details>'
@@ -269,7 +300,7 @@ def styled_table(
 
 SHORT_NAMES = (
     ("Laplacian pyramid (4 levels, max-abs details)", "Laplacian pyramid"),
-    ("Laplacian pyramid (4 levels, salience-match details", "Laplacian, salience"),
+    ("Laplacian pyramid (4 levels, salience-match details", "Laplacian (salience)"),
     ("guided-filter fusion", "guided filter (GFF)"),
     ("DILRAN as in the paper", "DILRAN, paper"),
     ("DILRAN with the released code's affine", "DILRAN, affine decoder"),

@@ -153,14 +153,14 @@ def score_ratio_figure(
     ax = fig.add_subplot()
     low = float(np.nanmin(ratio.to_numpy())) if ratio.notna().any().any() else 0.0
     im = ax.imshow(ratio.to_numpy(), cmap="viridis", vmin=min(low, 0.99), vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(metrics)), metrics, fontsize=9)
+    ax.set_xticks(range(len(metrics)), [m.replace("_", "\n") for m in metrics], fontsize=9)
     ax.set_yticks(range(len(ratio)), [str(r) for r in ratio.index], fontsize=9)
     ax.xaxis.tick_top()
     for (i, j), v in np.ndenumerate(ratio.to_numpy()):
         if np.isfinite(v):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
                     color="black" if v > low + 0.6 * (1 - low) else "white")
-    ax.set_title(title, fontsize=10, pad=22)
+    ax.set_title(title, fontsize=10, pad=30)
     bar = fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
     bar.set_label("score / best score of the metric", fontsize=9)
     bar.ax.tick_params(labelsize=8)
