@@ -169,6 +169,23 @@ def _cells(
     return shown, best_cells(df, shown, list(best), lower_is_better, best_rows)
 
 
+def _row_cells(
+    df: pd.DataFrame,
+    digits: int | Mapping[str, int],
+    best: Sequence[str] | None,
+    lower_is_better: Sequence[str],
+    best_rows: Sequence | None,
+    units: Mapping[str, str],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`_cells` row by row (one quantity per row), the unit in the row label."""
+    t = df.T
+    shown_t, bold_t = _cells(t, list(t.columns), digits, best, lower_is_better, best_rows)
+    shown, bold = shown_t.T, bold_t.T
+    shown.index = [f"{r} ({units[r]})" if r in units else r for r in df.index]
+    bold.index = shown.index
+    return shown, bold
+
+
 def _header(name: str, unit: str | None) -> str:
     """A header cell's HTML: the name, and the unit in small type below it."""
     text = html.escape(name)
@@ -273,11 +290,7 @@ def styled_table(
     label = label if label is not None else str(df.index.name or "")
     digits = METRIC_DIGITS if digits is None else digits
     if per_row:
-        t = df[cols].T
-        shown_t, bold_t = _cells(t, list(t.columns), digits, best, lower_is_better, best_rows)
-        shown, bold = shown_t.T, bold_t.T
-        shown.index = [f"{r} ({units[r]})" if r in units else r for r in df.index]
-        bold.index = shown.index
+        shown, bold = _row_cells(df[cols], digits, best, lower_is_better, best_rows, units)
         units = {}
     else:
         shown, bold = _cells(df, cols, digits, best, lower_is_better, best_rows)
