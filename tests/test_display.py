@@ -43,7 +43,7 @@ def test_integers_print_as_integers_and_nan_as_a_dash(small: pd.DataFrame) -> No
 
 
 def test_significant_digits_follow_the_column_magnitude() -> None:
-    assert list(format_column(pd.Series([15.3704, 9.5]))) == ["15.4", "9.5"]
+    assert list(format_column(pd.Series([15.3704, 9.5]))) == ["15.4", "9.5"]  # one decimal each
     assert list(format_column(pd.Series([15.3704, 9.5]), digits=4)) == ["15.37", "9.50"]
     assert list(format_column(pd.Series([0.744368, 0.7]))) == ["0.744", "0.700"]
     assert list(format_column(pd.Series([0.744368]), digits=2)) == ["0.74"]
@@ -132,6 +132,10 @@ def test_one_quantity_per_row() -> None:
 
 
 def test_mixed_columns_format_the_numbers_only() -> None:
-    assert list(format_column(pd.Series([15.95, "average", None, 0.5]))) == [
-        "15.9", "average", DASH, "0.5"]
+    assert list(format_column(pd.Series([15.31, "average", None, 5.5]))) == [
+        "15.3", "average", DASH, "5.5"]
     assert list(format_column(pd.Series([True, False]))) == ["True", "False"]
+
+
+def test_a_wide_range_keeps_the_digits_of_each_value() -> None:
+    assert list(format_column(pd.Series([0.0432, 15.639, 1.431]))) == ["0.0432", "15.6", "1.43"]

@@ -94,10 +94,16 @@ def _is_integral(values: pd.Series) -> bool:
     return len(finite) > 0 and bool((finite == finite.round()).all())
 
 
+def _decimals(magnitude: float, digits: int) -> int:
+    """Decimals that give ``digits`` significant digits to a number of this ``magnitude``."""
+    return max(0, digits - 1 - (math.floor(math.log10(magnitude)) if magnitude > 0 else 0))
+
+
 def format_column(values: pd.Series, digits: int = 3) -> pd.Series:
     """``values`` as strings: integers as integers; other numbers with ``digits`` significant
     digits (2-4 make sense) for the column's largest magnitude and the same number of decimals
-    in every row; NaN and None as an en dash; text (and booleans) as it is."""
+    in every row (when the values span more than a factor of 10: ``digits`` significant digits
+    each); NaN and None as an en dash; text (and booleans) as it is."""
     values = pd.Series(values, dtype=object)
     is_text = values.map(lambda v: isinstance(v, (str, bool)) or v is None)
     numeric = pd.to_numeric(values.where(~is_text), errors="coerce").astype(float)
@@ -105,10 +111,13 @@ def format_column(values: pd.Series, digits: int = 3) -> pd.Series:
     if _is_integral(numbers):
         fmt = lambda v: f"{int(v)}"  # noqa: E731
     else:
-        finite = numbers[numbers.map(math.isfinite)]
-        top = float(finite.abs().max()) if len(finite) else 0.0
-        decimals = max(0, digits - 1 - (math.floor(math.log10(top)) if top > 0 else 0))
-        fmt = lambda v: f"{v:.{decimals}f}"  # noqa: E731
+        finite = numbers[numbers.map(math.isfinite)].abs()
+        top = float(finite.max()) if len(finite) else 0.0
+        low = float(finite[finite > 0].min()) if (finite > 0).any() else top
+        if top < 10 * low:  # one order of magnitude: the same decimals in every row
+            fmt = lambda v: f"{v:.{_decimals(top, digits)}f}"  # noqa: E731
+        else:  # a wide range (0.04 s and 15 s): the digits of each value
+            fmt = lambda v: f"{v:.{_decimals(abs(v), digits)}f}"  # noqa: E731
 
     def one(v: object, x: float) -> str:
         if v is None or (not isinstance(v, (str, bool)) and x != x):
