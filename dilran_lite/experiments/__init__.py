@@ -42,7 +42,9 @@ The modules, by job:
   a model or a baseline, :class:`MetricCache`, :func:`score_runs`, :func:`select_best_variant`;
 * :mod:`~dilran_lite.experiments.plan`: one split from start to scores (:func:`fuse_split`);
 * :mod:`~dilran_lite.experiments.tables`: one function per table (:func:`table1` ...);
-* :mod:`~dilran_lite.experiments.figures`: :func:`fusion_grid`;
+* :mod:`~dilran_lite.experiments.figures`: :func:`fusion_grid`, :func:`score_ratio_figure`;
+* :mod:`~dilran_lite.experiments.display`: :func:`styled_table`, the tables as the chapters show
+  them;
 * :mod:`~dilran_lite.experiments.summary`: ``summary.json``;
 * :mod:`~dilran_lite.experiments.claims`: the paper's claims checked on the tables;
 * :mod:`~dilran_lite.experiments.beyond`: chapter 10's tables (the learned fusion layer);
@@ -65,12 +67,14 @@ from .beyond import (
     BEYOND_WEIGHTS,
     beyond_goal,
     beyond_runs,
+    beyond_standing,
     beyond_table,
     colour_pairs,
     run_beyond,
 )
 from .claims import check_claims, claims_weights, find_row
-from .figures import fusion_grid, split_figure
+from .display import results_frame, short_method, styled_table
+from .figures import fusion_grid, score_ratio_figure, split_figure
 from .plan import (
     SplitRuns,
     default_metrics,
@@ -155,6 +159,10 @@ __all__ = [
     "selection_table",
     "paper_tables",
     "fusion_grid",
+    "score_ratio_figure",
+    "styled_table",
+    "results_frame",
+    "short_method",
     "reconstruction_gap",
     "check_claims",
     "claims_weights",
@@ -165,6 +173,7 @@ __all__ = [
     "beyond_runs",
     "beyond_table",
     "beyond_goal",
+    "beyond_standing",
     "colour_pairs",
     "run_beyond",
 ]

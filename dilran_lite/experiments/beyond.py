@@ -42,6 +42,7 @@ __all__ = [
     "beyond_runs",
     "beyond_table",
     "beyond_goal",
+    "beyond_standing",
     "colour_pairs",
     "run_beyond",
 ]
@@ -84,18 +85,22 @@ def beyond_runs(
     learned: torch.nn.Module | None,
     weights: str,
     learned_name: str,
+    progress: bool = False,
 ) -> list[Run]:
     """Fuse ``pairs`` with every baseline, every DILRAN rule of ``backbone`` (the shipped
     ``weights``) and ``learned`` (a :class:`dilran_lite.learned.LearnedFusion` on the same
     backbone, named ``learned_name``): one :class:`Run` each, the learned layer's last
-    (left out when ``learned`` is None: what a learned layer has to beat)."""
+    (left out when ``learned`` is None: what a learned layer has to beat). ``progress``: a
+    ``tqdm.auto`` bar over the pairs."""
+    from tqdm.auto import tqdm
+
     runs = [fuse_with_baseline(fn, pairs, name, split) for name, fn in BASELINES.items()]
     memo = _FeatureMemo(backbone)
     if learned is not None:
         learned.attach(backbone)
     rules: dict[str, Run] = {}
     mine = Run(f"learned fusion ({learned_name})", split, learned_name, "learned")
-    for a, b, name in pairs:
+    for a, b, name in tqdm(pairs, desc="fusing", unit="pair", disable=not progress, leave=False):
         for s, r in fuse_with_model(memo, [(a, b, name)], STRATEGY_ORDER, weights, split).items():
             acc = rules.setdefault(s, Run(r.method, split, r.weights, s))
             acc.fused.update(r.fused)
@@ -124,6 +129,25 @@ def beyond_table(runs: Sequence[Run], metrics: Sequence[str] = BEYOND_METRICS) -
     df.loc["wins"] = (mine > best).astype(float)
     df.insert(0, "n_pairs", [len(r.fused) for r in runs] + [np.nan] * 3)
     return df
+
+
+def beyond_standing(table: pd.DataFrame) -> pd.DataFrame:
+    """The last rows of a :func:`beyond_table` turned into one row per metric: the best of the
+    other methods, the learned layer's score, their ratio, ``wins`` ("yes" or "") and which
+    method holds the best other score."""
+    metrics = [m for m in BEYOND_METRICS if m in table.columns]
+    methods = table.drop(index=["best other", "learned / best", "wins"])
+    others = methods.iloc[:-1][metrics].astype(float)
+    return pd.DataFrame(
+        {
+            "best other": table.loc["best other", metrics].astype(float),
+            "held by": others.idxmax(axis=0),
+            "learned": methods.iloc[-1][metrics].astype(float),
+            "learned / best": table.loc["learned / best", metrics].astype(float),
+            "wins": ["yes" if w else "" for w in table.loc["wins", metrics]],
+        },
+        index=pd.Index(metrics, name="metric"),
+    )
 
 
 def beyond_goal(table: pd.DataFrame) -> dict:
