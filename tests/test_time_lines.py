@@ -82,10 +82,10 @@ def test_every_chapter_has_a_time_line_with_its_measured_times(sync) -> None:
         line = next((ln for ln in text.splitlines() if ln.startswith("**Time:**")), None)
         assert line is not None, f"{path.name} has no **Time:** line"
         runs = timings.get(path.stem, {})
-        for key in ("quick-atlas-cpu", "full-atlas-cpu"):
-            assert key in runs, f"{path.name}: no measured {key} run in notebooks/timings.json"
+        assert "quick-atlas-cpu" in runs, f"{path.name}: no measured quick-mode run"
         assert f"quick mode in {sync._duration(runs['quick-atlas-cpu']['seconds'])}" in line
-        assert f"full mode in {sync._duration(runs['full-atlas-cpu']['seconds'])}" in line
+        if "full-atlas-cpu" in runs:
+            assert f"full mode in {sync._duration(runs['full-atlas-cpu']['seconds'])}" in line
 
 
 def test_runs_folder_off_colab_and_on_colab(monkeypatch, tmp_path, capsys) -> None:
