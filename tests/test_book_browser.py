@@ -3,7 +3,7 @@
 Builds the book into _build/html when a source is newer than the last build (the notebooks are
 rendered with the outputs saved in them: execute_notebooks is off in _config.yml), serves
 _build/html on 127.0.0.1, opens a chapter page and checks that the title, an equation rendered by
-the vendored MathJax, a figure and the ipywidgets slider (from the embedded widget state) are there,
+the vendored MathJax, a figure and the static explorer's slider are there,
 that no request left the machine, and saves screenshots under _build/.
 
 Run with `make browser` (vendors the JavaScript and installs Chromium first) or
@@ -41,7 +41,7 @@ def _page(source: str, full: bool, page_id: str):
     return pytest.param(source, full, id=page_id, marks=pytest.mark.skipif(missing, reason=reason))
 
 
-# (source, expects an equation, a figure and a widget). Chapter 7 holds the W1 explorer widget.
+# (source, expects an equation, a figure and the explorer). Chapter 7 holds the W1 explorer.
 PAGES = [
     _page("notebooks/07_fusion_strategies.ipynb", True, "07_fusion_strategies"),
     _page("book/intro.md", False, "intro"),
@@ -87,7 +87,7 @@ def test_page_renders_offline(source: str, full: bool, server: str, browser) -> 
     page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
 
     def on_response(response) -> None:
-        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
+        if response.status >= 400:
             failed.append(f"{response.url} (HTTP {response.status})")
 
     page.on("response", on_response)
@@ -114,13 +114,12 @@ def test_page_renders_offline(source: str, full: bool, server: str, browser) -> 
                 timeout=TIMEOUT_MS,
             )
 
-            # The widget, rendered by the widget manager from the embedded state (static).
+            # The static explorer (chapter 7's live widget is left out of the web page): its
+            # slider, drawn by the page's own script.
             page.wait_for_selector(
-                ".jupyter-widgets .widget-slider, .widget-slider",
-                state="visible",
-                timeout=TIMEOUT_MS,
+                ".dilran-static-explorer input[type=range]", state="visible", timeout=TIMEOUT_MS
             )
-            widget = page.locator(".jupyter-widgets").first
+            widget = page.locator(".dilran-static-explorer").first
             widget.scroll_into_view_if_needed()
             widget.screenshot(path=str(BUILD / f"screenshot-{path.stem}-widget.png"))
 
