@@ -315,11 +315,48 @@ def disagreements(url: str, branch: str) -> list[str]:
     return out
 
 
+def sync_intro_chapters(write: bool) -> bool:
+    """Write book/intro.md's chapter table (between its INTRO_BEGIN/INTRO_END markers) from the
+    numbered parts of _toc.yml and each chapter's ``# Title``; True when the table disagreed
+    (rewritten when ``write``, reported on stderr otherwise)."""
+    begin = "<!-- chapters: written by scripts/sync_notebooks.py from _toc.yml -->"
+    end = "<!-- /chapters -->"
+    toc = yaml.safe_load((REPO / "_toc.yml").read_text(encoding="utf-8"))
+    rows = ["| Chapter | Subject |", "|---|---|"]
+    files = [c["file"] for part in toc.get("parts", []) if part.get("numbered")
+             for c in part.get("chapters", [])]  # fmt: skip
+    for number, name in enumerate(files, start=1):
+        path = next(p for p in (REPO / f"{name}.ipynb", REPO / f"{name}.md") if p.is_file())
+        if path.suffix == ".ipynb":
+            text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells
+                             if c.cell_type == "markdown")  # fmt: skip
+        else:
+            text = path.read_text(encoding="utf-8")
+        title = next(ln[2:].strip() for ln in text.splitlines() if ln.startswith("# "))
+        rows.append(f"| {number} | [{title}](../{path.relative_to(REPO).as_posix()}) |")
+    intro = REPO / "book" / "intro.md"
+    old = intro.read_text(encoding="utf-8")
+    if begin not in old or end not in old:
+        raise SystemExit(f"sync_notebooks: book/intro.md lacks the markers {begin} ... {end}")
+    head, rest = old.split(begin, 1)
+    new = head + begin + "\n" + "\n".join(rows) + "\n" + end + rest.split(end, 1)[1]
+    if new == old:
+        return False
+    if write:
+        intro.write_text(new, encoding="utf-8")
+        print("sync_notebooks: book/intro.md's chapter table rewritten from _toc.yml")
+    else:
+        print("sync_notebooks: intro.md: chapter table disagrees with _toc.yml", file=sys.stderr)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report; exit 1 on a mismatch")
     args = parser.parse_args(argv)
     url, branch = config()
+    if sync_intro_chapters(write=not args.check) and args.check:
+        return 1
     if args.check:
         bad = disagreements(url, branch)
         if bad:

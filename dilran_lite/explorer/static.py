@@ -85,7 +85,10 @@ _STATIC_JS = """
     q("label1").textContent = p.modalities[0]; q("label2").textContent = p.modalities[1];
     var map = q("map");
     if (e.map) { map.src = e.map; } else { map.removeAttribute("src"); }
-    map.style.visibility = q("t4").style.visibility = e.map ? "visible" : "hidden";
+    map.style.visibility = q("t4").style.visibility = q("legend").style.visibility =
+      e.map ? "visible" : "hidden";
+    q("legend0").textContent = "0: " + p.modalities[1];
+    q("legend1").textContent = "1: " + p.modalities[0];
     q("w1text").textContent = e.w1; q("w2text").textContent = e.w2; q("how").textContent = how;
     q("w1value").textContent = (+data.w1[+slider.value]).toFixed(2) +
       (auto.checked ? " (not used while auto is ticked)" : "");
@@ -138,6 +141,16 @@ def static_explorer_html(
     return _static_markup(data, list(strategies), element_id)
 
 
+# The colour scale of the W1 map: matplotlib's viridis from 0 (all the second image) to 1 (all MRI).
+_VIRIDIS = "#440154,#482878,#3e4989,#31688e,#26828e,#1f9e89,#35b779,#6ece58,#b5de2b,#fde725"
+_LEGEND = (
+    f'<div data-role="legend" style="max-width:200px;font-size:0.85em">'
+    f'<div style="height:8px;background:linear-gradient(to right,{_VIRIDIS})"></div>'
+    '<span data-role="legend0" style="float:left"></span>'
+    '<span data-role="legend1" style="float:right"></span></div>'
+)
+
+
 def _static_markup(data: dict, strategies: list[str], eid: str) -> str:
     eid = html.escape(eid)
     opts = "".join(
@@ -152,12 +165,12 @@ def _static_markup(data: dict, strategies: list[str], eid: str) -> str:
     img = 'style="width:200px;height:200px;image-rendering:pixelated" alt=""'
     cells = "".join(
         f'<td><div data-role="{lab}" style="font-weight:bold">{title}</div>'
-        f'<img data-role="{role}" {img}></td>'
+        f'<img data-role="{role}" {img}>{_LEGEND if role == "map" else ""}</td>'
         for lab, title, role in (
             ("label1", "", "first"),
             ("label2", "", "second"),
             ("t3", "fused", "fused"),
-            ("t4", "W1 map (per-pixel strategies)", "map"),
+            ("t4", "W1 map", "map"),
         )
     )
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
