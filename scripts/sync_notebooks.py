@@ -155,16 +155,16 @@ def time_line(runs: dict, minutes: int) -> str:
         cores = max(v["cpu_cores"] for v in cpu.values())
         said = []
         if "quick-atlas" in cpu:
-            said.append(f"quick mode in {_duration(cpu['quick-atlas']['seconds'])} on the atlas")
+            said.append(f"quick mode {_duration(cpu['quick-atlas']['seconds'])} with the atlas")
         if "quick-phantom" in cpu:
-            said.append(f"{_duration(cpu['quick-phantom']['seconds'])} on the built-in phantom")
+            said.append(f"{_duration(cpu['quick-phantom']['seconds'])} with the built-in phantom")
         if "full-atlas" in cpu:
-            said.append(f"full mode in {_duration(cpu['full-atlas']['seconds'])}")
-        parts.append(f"on a CPU with {cores} cores the notebook ran " + ", ".join(said))
+            said.append(f"full mode {_duration(cpu['full-atlas']['seconds'])}")
+        parts.append(f"on a CPU with {cores} cores, " + ", ".join(said))
     gpu = runs.get("full-atlas-gpu")
     if gpu:
-        parts.append(f"on a {gpu['device']}, full mode in {_duration(gpu['seconds'])}")
-    measured = ("; ".join(parts) + " (atlas already on disk). ") if parts else ""
+        parts.append(f"on a {gpu['device']}, full mode {_duration(gpu['seconds'])}")
+    measured = ("; ".join(parts) + " (the atlas already on disk). ") if parts else ""
     if measured:
         measured = measured[0].upper() + measured[1:]
     return (

@@ -39,10 +39,9 @@ def test_time_line_says_each_measured_run(sync) -> None:
     }
     line = sync.time_line(runs, 45)
     assert line == (
-        "**Time:** On a CPU with 2 cores the notebook ran quick mode in 16 s on the atlas, 9 s on "
-        "the built-in phantom, full mode in 25 min; on a GPU (NVIDIA H200), full mode in 2 min "
-        "(atlas already on disk). Working through the text and the exercises: about 45 minutes "
-        "(our estimate)."
+        "**Time:** On a CPU with 2 cores, quick mode 16 s with the atlas, 9 s with the built-in "
+        "phantom, full mode 25 min; on a GPU (NVIDIA H200), full mode 2 min (the atlas already on "
+        "disk). Working through the text and the exercises: about 45 minutes (our estimate)."
     )
     assert sync.time_line({}, 60) == (
         "**Time:** Working through the text and the exercises: about 60 minutes (our estimate)."
@@ -61,9 +60,9 @@ def test_sync_time_keeps_the_estimate_and_adds_a_missing_line(sync) -> None:
     ]
     sync.sync_time(nb, "05_x", {"05_x": {"quick-atlas-cpu": _run(30)}})
     assert nb.cells[1].source == (
-        "Objectives\n\n**Time:** On a CPU with 2 cores the notebook ran quick mode in 30 s on the "
-        "atlas (atlas already on disk). Working through the text and the exercises: about 75 "
-        "minutes (our estimate).\n\nAfter."
+        "Objectives\n\n**Time:** On a CPU with 2 cores, quick mode 30 s with the atlas (the atlas "
+        "already on disk). Working through the text and the exercises: about 75 minutes (our "
+        "estimate).\n\nAfter."
     )
     bare = nbformat.v4.new_notebook()
     bare.cells = [nbformat.v4.new_markdown_cell("## Objectives\n\n- one")]
@@ -83,9 +82,9 @@ def test_every_chapter_has_a_time_line_with_its_measured_times(sync) -> None:
         assert line is not None, f"{path.name} has no **Time:** line"
         runs = timings.get(path.stem, {})
         assert "quick-atlas-cpu" in runs, f"{path.name}: no measured quick-mode run"
-        assert f"quick mode in {sync._duration(runs['quick-atlas-cpu']['seconds'])}" in line
+        assert f"quick mode {sync._duration(runs['quick-atlas-cpu']['seconds'])} with" in line
         if "full-atlas-cpu" in runs:
-            assert f"full mode in {sync._duration(runs['full-atlas-cpu']['seconds'])}" in line
+            assert f"full mode {sync._duration(runs['full-atlas-cpu']['seconds'])}" in line
 
 
 def test_runs_folder_off_colab_and_on_colab(monkeypatch, tmp_path, capsys) -> None:
