@@ -170,7 +170,9 @@ def sync_notebook(path: Path, url: str, branch: str) -> bool:
             cell.outputs = []  # the outputs come from setup(): kept while its call is unchanged
             cell.execution_count = None
         cell.source = source
-    cell.metadata[SETUP_KEY] = {"pairs": list(pairs), **({"extras": list(extras)} if extras else {})}
+    cell.metadata[SETUP_KEY] = {"pairs": list(pairs)}
+    if extras:
+        cell.metadata[SETUP_KEY]["extras"] = list(extras)
     _set_tags(cell, ["remove-input"])
 
     after = nbformat.writes(nb)
