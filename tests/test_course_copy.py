@@ -165,7 +165,7 @@ def test_students_copy_has_links_not_solutions(make_course, tmp_path: Path, caps
         copied = {line.strip() for c in copy.cells for line in c.source.splitlines()}
         assert not lines & copied
         found += len(solutions)
-    assert found == 13
+    assert found == 14
     assert {p: p.read_bytes() for p in CHAPTERS} == before
 
 
