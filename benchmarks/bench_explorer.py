@@ -13,7 +13,7 @@ step by CPU time of the process (all threads) and wall time:
 * the temperature of ``sfnn-spatial`` and a pair switch (a new pair is encoded).
 
 Writes the medians, every sample, ``os.getloadavg()`` before and after, and machine information
-to ``dilran_lite/results/benchmarks/explorer.json`` (shipped, read by chapter 12). The targets:
+to ``dilran_lite/results/benchmarks/explorer.json`` (shipped, read by chapter 13). The targets:
 a slider move under 0.15 s of CPU on two idle cores with the paper weights; first display
 under 5 s.
 """

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--busy", type=int, default=os.cpu_count() or 2, help="busy processes")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the CLI")
     ap.add_argument("--skip-cli", action="store_true")
-    shipped = REPO / "dilran_lite" / "results" / "benchmarks"  # read by chapter 12
+    shipped = REPO / "dilran_lite" / "results" / "benchmarks"  # read by chapter 13
     ap.add_argument("--out", default=str(shipped / "load.json"))
     args = ap.parse_args(argv)
     root = os.environ.get("DILRAN_DATA")

@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--strategy", default="sfnn-max")
     ap.add_argument("--components", type=int, help="measure only the parts at this size")
-    shipped = REPO / "dilran_lite" / "results" / "benchmarks"  # read by chapter 12
+    shipped = REPO / "dilran_lite" / "results" / "benchmarks"  # read by chapter 13
     ap.add_argument("--out", default=str(shipped / "memory.json"))
     args = ap.parse_args(argv)
     if args.components:

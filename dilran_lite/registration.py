@@ -29,6 +29,7 @@ __all__ = [
     "overlap_fraction",
     "no_finer_than",
     "write_atlas_example",
+    "shift_mi",
 ]
 
 KINDS = ("rigid", "affine")
@@ -252,3 +253,22 @@ def write_atlas_example(
         out[name] = write_nifti(img, folder / f"{name}.nii.gz")
         out[f"{name}_dicom"] = write_dicom_series(img, folder / name, modality=modality)
     return out
+
+
+def shift_mi(fixed: np.ndarray, moving: np.ndarray, shifts) -> np.ndarray:
+    """Mutual information (bits, :func:`dilran_lite.metrics.mi`) of ``fixed`` and ``moving``
+    (2-D uint8, same shape (H, W)) with ``moving`` shifted by each of ``shifts`` (whole pixels
+    along x, positive: to the right), over the columns where the two overlap: for a shift ``s``,
+    ``fixed[:, x]`` is paired with ``moving[:, x - s]``. The registration cost is its negative.
+    """
+    from .metrics import mi
+
+    width = fixed.shape[1]
+    out = []
+    for s in (int(v) for v in shifts):
+        if abs(s) >= width:
+            raise ValueError(f"shift {s} leaves no overlap in {width} columns")
+        a = fixed[:, max(s, 0): width + min(s, 0)]
+        b = moving[:, max(-s, 0): width - max(s, 0)]
+        out.append(mi(a, b))
+    return np.array(out, dtype=np.float64)

@@ -37,6 +37,7 @@ __all__ = [
     "write_nifti",
     "write_dicom_series",
     "write_volume",
+    "phantom_volumes",
 ]
 
 #: named CT windows, (width, level) in HU. ``bone`` is W2000/L500 (some viewers use W1800/L400).
@@ -486,3 +487,34 @@ def fuse_volume(
         fused = fuse_pair(model, a, b, strategy, weights=weights, max_memory=max_memory)
         out[k:k + n] = fused[:, 0].clamp(0, 1).numpy()
     return out
+
+
+def phantom_volumes(slices: int = 9, size: int = 64, seed: int = 0) -> tuple:
+    """An (MRI, CT) pair of volumes built from the phantom head slice, for use without the atlas.
+
+    Slice ``k`` is :func:`dilran_lite.phantom.phantom_pair` shrunk about its centre by
+    ``sqrt(1 - z_k^2)`` (``z`` from -0.8 to 0.8), so the head is a rounded solid that narrows
+    towards the top and bottom. ``size x size x slices`` voxels of 1 x 1 x 5 mm scaled by
+    ``256 / size`` in-plane, centred at (0, 0, 0) mm. MRI in [0, 1], CT in pseudo-HU.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .phantom import phantom_pair
+
+    sitk = require_sitk()
+    pair = torch.stack(phantom_pair(seed, size))  # (2, 1, H, W)
+    zs = np.linspace(-0.8, 0.8, slices)
+    theta = torch.tensor([[[1.0 / r, 0, 0], [0, 1.0 / r, 0]] for r in np.sqrt(1 - zs**2)],
+                         dtype=torch.float32)
+    grid = F.affine_grid(theta, (slices, 1, size, size), align_corners=False)
+    vols = [F.grid_sample(pair[i].expand(slices, 1, size, size), grid, align_corners=False)
+            [:, 0].numpy() for i in range(2)]
+    spacing = (256 / size, 256 / size, 5.0)
+    out = []
+    for arr in (vols[0], atlas_ct_to_hu(vols[1])):
+        img = sitk.GetImageFromArray(arr.astype(np.float32))
+        img.SetSpacing(spacing)
+        img.SetOrigin(tuple(-(np.array(img.GetSize(), dtype=float) - 1) / 2 * np.array(spacing)))
+        out.append(img)
+    return out[0], out[1]

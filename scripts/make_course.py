@@ -126,8 +126,10 @@ def course_notebook(path: Path, out: Path, settings: dict[str, str]) -> None:
     nb = nbformat.read(path, as_version=4)
     cell = next(c for c in nb.cells if sync.SETUP_KEY in c.metadata)
     pairs = tuple(cell.metadata[sync.SETUP_KEY]["pairs"])
+    extras = tuple(cell.metadata[sync.SETUP_KEY].get("extras", ()))
     source = sync.setup_source(
-        url, branch, pairs, install=install_source(settings["install"]), mirror=settings["mirror"]
+        url, branch, pairs, install=install_source(settings["install"]), mirror=settings["mirror"],
+        extras=extras,
     )
     cell.source = source
     first = nb.cells[0]

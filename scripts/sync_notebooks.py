@@ -60,7 +60,7 @@ if "google.colab" in sys.modules and "dilran_lite" not in sys.modules:
         def _render_traceback_(self):
             return [f"SetupFailed: {{self}}"]
 
-    SOURCE = INSTALL or "dilran-lite @ git+{url}@{branch}"
+    SOURCE = INSTALL or "dilran-lite{extras} @ git+{url}@{branch}"
     print(f"Installing dilran-lite from {{SOURCE}} ...")
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", SOURCE],
                          capture_output=True, text=True)
@@ -112,13 +112,22 @@ def chapter_pairs(nb: nbformat.NotebookNode) -> tuple[str, ...]:
 
 
 def setup_source(
-    url: str, branch: str, pairs: tuple[str, ...], install: str = "", mirror: str = ""
+    url: str, branch: str, pairs: tuple[str, ...], install: str = "", mirror: str = "",
+    extras: tuple[str, ...] = (),
 ) -> str:
-    """The setup cell's source; ``install`` and ``mirror`` are a course copy's settings."""
+    """The setup cell's source; ``install`` and ``mirror`` are a course copy's settings;
+    ``extras``: the package's optional extras the chapter needs (e.g. ``volumes``)."""
     arg = "" if pairs == ("mri-ct",) else "pairs=(" + ", ".join(f'"{p}"' for p in pairs) + ")"
     return SETUP_TEMPLATE.format(
-        url=url, branch=branch, pairs=arg, install=json.dumps(install), mirror=json.dumps(mirror)
+        url=url, branch=branch, pairs=arg, install=json.dumps(install), mirror=json.dumps(mirror),
+        extras=f"[{','.join(extras)}]" if extras else "",
     )
+
+
+def chapter_extras(nb: nbformat.NotebookNode) -> tuple[str, ...]:
+    """The extras named in the setup cell's metadata (``"dilran_setup": {"extras": [...]}``)."""
+    cell = next((c for c in nb.cells if _is_setup(c)), None)
+    return tuple(cell.metadata.get(SETUP_KEY, {}).get("extras", ())) if cell else ()
 
 
 def _run_line(source: str) -> str:
@@ -205,8 +214,8 @@ def sync_notebook(path: Path, url: str, branch: str) -> bool:
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(badge))
     _set_tags(nb.cells[0], ["remove-cell"])
 
-    pairs = chapter_pairs(nb)
-    source = setup_source(url, branch, pairs)
+    pairs, extras = chapter_pairs(nb), chapter_extras(nb)
+    source = setup_source(url, branch, pairs, extras=extras)
     found = [i for i, c in enumerate(nb.cells) if _is_setup(c)]
     if found:
         cell = nb.cells[found[0]]
@@ -221,6 +230,8 @@ def sync_notebook(path: Path, url: str, branch: str) -> bool:
             cell.execution_count = None
         cell.source = source
     cell.metadata[SETUP_KEY] = {"pairs": list(pairs)}
+    if extras:
+        cell.metadata[SETUP_KEY]["extras"] = list(extras)
     _set_tags(cell, ["remove-input"])
     sync_time(nb, path.stem.removesuffix(".ipynb"), load_timings())
 

@@ -165,7 +165,7 @@ def test_students_copy_has_links_not_solutions(make_course, tmp_path: Path, caps
         copied = {line.strip() for c in copy.cells for line in c.source.splitlines()}
         assert not lines & copied
         found += len(solutions)
-    assert found == 13
+    assert found == 14
     assert {p: p.read_bytes() for p in CHAPTERS} == before
 
 
@@ -246,7 +246,7 @@ def test_schedule_fits_the_chapters_estimates() -> None:
     minutes = _chapter_minutes()
     assert 10 not in minutes and "chapter 10 gives none, 60 minutes" in schedule
     minutes[10] = 60
-    assert sorted(minutes) == list(range(1, 13))
+    assert sorted(minutes) == list(range(1, 14))
     seen = []
     for number, (session, in_class, in_minutes, homework, home_minutes, hand_in) in enumerate(
         rows, 1
@@ -257,7 +257,7 @@ def test_schedule_fits_the_chapters_estimates() -> None:
         assert int(in_minutes) == sum(minutes[c] for c in taught) <= 75, f"session {number}"
         assert int(home_minutes) == sum(minutes[c] for c in home), f"session {number}"
         seen += taught + home
-    assert len(rows) == 6 and sorted(seen) == list(range(1, 13)) == seen
+    assert len(rows) == 6 and sorted(seen) == list(range(1, 14)) == seen
 
 
 def test_every_chapter_ends_with_its_discussion_questions() -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "check_sfnn",
     "check_entropy",
     "check_mutual_information",
+    "check_shift_mi",
     "random_vgg_features",
 ]
 
@@ -606,6 +607,27 @@ def check_mutual_information(student_fn: Callable) -> Verdict:
         return "your mutual_information gives the package's value on 3 test cases"
 
     return _verdict("mutual_information", body)
+
+
+def check_shift_mi(student_fn: Callable) -> Verdict:
+    """MI of a slice and its shifted copy as a function of the shift: ``student_fn(fixed,
+    moving, shifts)`` (uint8 images, whole-pixel shifts along x) against
+    ``registration.shift_mi``."""
+    from ..registration import shift_mi
+
+    def body() -> str:
+        rng = np.random.default_rng(11)
+        a = (rng.integers(0, 16, (20, 30)) * 16).astype(np.uint8)
+        b = np.roll(a, 3, axis=1)
+        b[:, :3] = 0
+        cases = [(a, b, [-4, -1, 0, 2, 3, 5]), (a, a.copy(), [0]), (b, a, [-3, 3])]
+        for i, (x, y, shifts) in enumerate(cases):
+            mine = _run("your shift_mi", student_fn, x.copy(), y.copy(), list(shifts))
+            _compare(f"your MI for test case {i + 1} (shifts {shifts})",
+                     np.asarray(mine, dtype=np.float64), shift_mi(x, y, shifts), atol=1e-9)
+        return "your shift_mi gives the package's values on 3 test cases"
+
+    return _verdict("shift_mi", body)
 
 
 # ---------------------------------------------------------------------------------------------
