@@ -263,6 +263,11 @@ SETUP_BLOCK = re.compile(r"```python\n# Setup\. On Colab:.*?\n```", re.DOTALL)
 TIMINGS_BLOCK = re.compile(r"(<!-- timings:start -->\n).*?(<!-- timings:end -->)", re.DOTALL)
 
 
+def _load(run: dict) -> str:
+    load = run.get("load_at_start")
+    return "–" if load is None else f"{load:.1f}"
+
+
 def timings_table(timings: dict) -> str:
     """The measured runs of every chapter as a Markdown table (running.md): wall time, and in
     brackets the load average at the start of the run."""
@@ -275,8 +280,7 @@ def timings_table(timings: dict) -> str:
     for path in chapters():
         runs = timings.get(path.stem, {})
         cells = [
-            f"{_duration(runs[k]['seconds'])} ({runs[k].get('load_at_start', 0):.1f})"
-            if k in runs else ""
+            f"{_duration(runs[k]['seconds'])} ({_load(runs[k])})" if k in runs else ""
             for k, _ in keys
         ]  # fmt: skip
         cores = ", ".join(sorted({str(r["cpu_cores"]) for r in runs.values()}))
