@@ -58,9 +58,9 @@ PAGE_WIDTH_PX = 730
 """The width of the book's text column at a 1280 px window, in CSS pixels."""
 
 CHAR_PX = 7.2  # mean width of a character at the table's font size (0.85 em of 16 px)
-CELL_PAD_PX = 12  # left + right padding of a cell
-CELL_CSS = "padding:2px 6px;white-space:nowrap;"
-WRAP_CSS = "padding:2px 6px;text-align:left;min-width:12em;"
+CELL_PAD_PX = 10  # left + right padding of a cell
+CELL_CSS = "padding:2px 5px;white-space:nowrap;"
+WRAP_CSS = "padding:2px 5px;text-align:left;min-width:12em;"
 WRAP_CHARS = 36  # the width, in characters, counted for a column whose cells wrap
 TABLE_CSS = (
     "border-collapse:collapse;font-size:0.85em;font-variant-numeric:tabular-nums;"
