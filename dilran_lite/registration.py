@@ -25,14 +25,32 @@ __all__ = [
     "rigid_transform",
     "moved_copy",
     "tre_points",
+    "rotation_angle",
+    "expected_transform",
+    "MISALIGNMENTS",
     "target_registration_error",
     "overlap_fraction",
     "no_finer_than",
+    "head_mask",
     "write_atlas_example",
     "shift_mi",
 ]
 
 KINDS = ("rigid", "affine")
+
+_A, _S = 5.68, 15.0 / math.sqrt(3.0)  # three rotations of 5.68 degrees make one of 10.0
+#: known rigid misalignments (rotations about x, y, z in degrees; shift in mm) of up to 10 degrees
+#: and 15 mm: none, a moderate one, one axis at a time at the bound, three oblique at the bound
+MISALIGNMENTS = (
+    ((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)),
+    ((5.0, -3.0, 4.0), (6.0, -8.0, 4.0)),
+    ((10.0, 0.0, 0.0), (0.0, 0.0, 15.0)),
+    ((0.0, 10.0, 0.0), (15.0, 0.0, 0.0)),
+    ((0.0, 0.0, 10.0), (0.0, 15.0, 0.0)),
+    ((_A, _A, _A), (_S, _S, _S)),
+    ((-_A, _A, -_A), (_S, -_S, _S)),
+    ((_A, -_A, -_A), (-_S, -_S, _S)),
+)
 
 
 @dataclass
@@ -76,6 +94,15 @@ def no_finer_than(moving, fixed):
     return moving if factors == [1, 1, 1] else sitk.BinShrink(moving, factors)
 
 
+def head_mask(img, margin_mm: float = 5.0):
+    """The foreground (:func:`_foreground`) grown by ``margin_mm`` along each axis (at least one
+    voxel): the voxels the metric samples when registering with a mask, the head and not the air
+    around it."""
+    sitk = require_sitk()
+    radius = [max(1, int(round(margin_mm / s))) for s in img.GetSpacing()]
+    return sitk.BinaryDilate(_foreground(img), radius)
+
+
 def _initial(fixed, moving, kind: str):
     sitk = require_sitk()
     base = sitk.Euler3DTransform() if kind == "rigid" else sitk.AffineTransform(3)
@@ -84,10 +111,12 @@ def _initial(fixed, moving, kind: str):
     )
 
 
-def _method(fixed, sampling: float, iterations: int, seed: int):
+def _method(fixed, sampling: float, iterations: int, seed: int, bins: int, mask: bool):
     sitk = require_sitk()
     r = sitk.ImageRegistrationMethod()
-    r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=50)
+    r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=bins)
+    if mask:
+        r.SetMetricFixedMask(head_mask(fixed))
     r.SetMetricSamplingStrategy(r.RANDOM)
     r.SetMetricSamplingPercentage(sampling, seed)
     r.SetInterpolator(sitk.sitkLinear)
@@ -106,15 +135,18 @@ def register(
     fixed,
     moving,
     kind: str = "rigid",
-    sampling: float = 0.25,
+    sampling: float = 0.1,
     iterations: int = 500,
     min_overlap: float = 0.5,
     max_metric: float = -0.2,
     seed: int = 1,
+    bins: int = 32,
+    mask: bool = True,
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed`` (3-D ``SimpleITK.Image``): ``kind`` rigid (Euler3D)
-    or affine, Mattes MI (50 bins, ``sampling`` fraction of voxels), three levels (shrink 4/2/1,
-    smoothing 2/1/0 mm), started at the geometric centres.
+    or affine, Mattes MI (``bins`` histogram bins, a random ``sampling`` fraction of the voxels;
+    with ``mask`` only voxels of the fixed head, :func:`head_mask`), three levels (shrink
+    4/2/1, smoothing 2/1/0 mm), started at the geometric centres.
 
     A ``UserError`` when the optimiser ran out of ``iterations`` at the last level, when less
     than ``min_overlap`` of the fixed foreground lands in the moving one, or when the final
@@ -127,14 +159,14 @@ def register(
     moving = no_finer_than(sitk.Cast(moving, sitk.sitkFloat32), fixed)
     if kind == "affine":  # rigid first, then the affine from the rigid result
         rigid = register(fixed, moving, "rigid", sampling, iterations, min_overlap,
-                         max_metric, seed)
+                         max_metric, seed, bins, mask)
         init = sitk.AffineTransform(3)
         init.SetMatrix(rigid.transform.GetMatrix())
         init.SetTranslation(rigid.transform.GetTranslation())
         init.SetCenter(rigid.transform.GetCenter())
     else:
         init = _initial(fixed, moving, kind)
-    r = _method(fixed, sampling, iterations, seed)
+    r = _method(fixed, sampling, iterations, seed, bins, mask)
     r.SetInitialTransform(init, inPlace=False)
     levels: list = []
     r.AddCommand(sitk.sitkMultiResolutionIterationEvent,
@@ -217,6 +249,20 @@ def tre_points(img, offsets: tuple = (50.0, 50.0, 25.0)) -> np.ndarray:
     c = np.array(volume_centre(img))
     signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
     return c + signs * np.array(offsets)
+
+
+def rotation_angle(t) -> float:
+    """The angle (degrees) of the rotation in a rigid or affine transform's matrix."""
+    m = np.array(t.GetMatrix(), dtype=float).reshape(3, 3)
+    return math.degrees(math.acos(float(np.clip((np.trace(m) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+def expected_transform(truth, base=None):
+    """What a registration of a copy moved by ``truth`` should find when the fixed volume and the
+    copy's source were themselves related by ``base`` (fixed -> source points, e.g. their own
+    registration): ``truth(base(p))``; ``truth`` when ``base`` is None."""
+    sitk = require_sitk()
+    return truth if base is None else sitk.CompositeTransform([truth, base])
 
 
 def target_registration_error(found, truth, points: np.ndarray) -> np.ndarray:

@@ -10,9 +10,11 @@ and shown through a window; MRI has no absolute unit and is scaled by percentile
 
 from __future__ import annotations
 
+import locale
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,18 @@ def require_sitk():
     return sitk
 
 
+@contextmanager
+def keep_locale():
+    """Undo the C locale that GDCM (SimpleITK's DICOM library) sets process-wide when it reads or
+    writes a series: without this, every later ``open()`` without an encoding in the process (a
+    notebook's kernel) would read ASCII only."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
+
+
 def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
@@ -70,12 +84,14 @@ def is_volume_path(path: str | os.PathLike) -> bool:
     return _is_nifti(p) or p.is_dir()
 
 
+@keep_locale()
 def list_dicom_series(folder: str | os.PathLike) -> list[str]:
     """The SeriesInstanceUIDs of the DICOM series in ``folder`` (sorted)."""
     sitk = require_sitk()
     return sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
 
 
+@keep_locale()
 def _dicom_files(folder: Path, series: str | None) -> list[str]:
     sitk = require_sitk()
     ids = list_dicom_series(folder)
@@ -96,6 +112,7 @@ def _dicom_files(folder: Path, series: str | None) -> list[str]:
 _ENHANCED = {"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.4.1"}
 
 
+@keep_locale()
 def _check_dicom_spacing(first: str) -> None:
     sitk = require_sitk()
     r = sitk.ImageFileReader()
@@ -162,6 +179,7 @@ def _check_volume(img, path: Path) -> None:
         raise UserError(f"{path}: spacing {img.GetSpacing()} is not positive; fix the header")
 
 
+@keep_locale()
 def read_volume(path: str | os.PathLike, series: str | None = None):
     """Read a NIfTI file or a DICOM series folder as a 3-D ``SimpleITK.Image`` (float32).
 
@@ -280,6 +298,7 @@ def check_volume_output(out: str | os.PathLike, inputs: list) -> Path:
     return out
 
 
+@keep_locale()
 def write_nifti(img, path: str | os.PathLike) -> Path:
     """Write ``img`` as NIfTI atomically (a temporary file in the same folder, then renamed)."""
     sitk = require_sitk()
@@ -329,6 +348,7 @@ def _rescale_slope(arr: np.ndarray) -> float:
     return 1000.0
 
 
+@keep_locale()
 def write_dicom_series(
     img,
     folder: str | os.PathLike,

@@ -89,3 +89,33 @@ def test_quick_benchmark_writes_json_and_plot(tmp_path):
     for r in rows:
         f = r["fast"]
         assert f["total_s"] >= f["encode_s"] and f["pairs_per_s"] > 0
+
+
+def test_volume_benchmark_at_a_quarter_of_the_size_reports_every_stage():
+    """``bench_volumes size`` at scale 0.25: a 128x128x75 CT onto a 64x64x45 MRI, every stage
+    timed, the registration converged, memory reported."""
+    pytest.importorskip("SimpleITK")
+    from benchmarks.bench_volumes import size_benchmark
+
+    out = size_benchmark(scale=0.25)
+    assert out["ct"] == (128, 128, 75) and out["mri"] == (64, 64, 45)
+    assert all(out[k] >= 0 for k in ("make_s", "register_s", "resample_s", "fuse_s"))
+    assert 0 < out["iterations"] < 500 and out["peak_rss_gb"] > 0
+
+
+def test_volume_tre_row_of_a_synthetic_head_is_small():
+    sitk = pytest.importorskip("SimpleITK")
+    import numpy as np
+
+    from benchmarks.bench_volumes import tre_row
+    from dilran_lite import registration as R
+
+    z, y, x = np.meshgrid(*(np.linspace(-1, 1, n) for n in (20, 40, 40)), indexing="ij")
+    arr = 1000.0 * ((x / 0.8) ** 2 + (y / 0.6) ** 2 + (z / 0.9) ** 2 < 1) - 1000
+    arr += 600 * np.exp(-((x - 0.3) ** 2 + (y + 0.2) ** 2 + z**2) / 0.02)
+    img = sitk.GetImageFromArray(arr.astype(np.float32))
+    img.SetSpacing((2.0, 2.0, 4.0))
+    points = R.tre_points(img, (20, 20, 10))
+    row = tre_row(img, img, "CT", (0.0, 0.0, 6.0), (4.0, -2.0, 0.0), points)
+    assert row["rotation_deg"] == 6.0 and row["shift_norm_mm"] == 4.5
+    assert row["tre_mean"] < 1.0 and row["tre_max"] >= row["tre_mean"], row

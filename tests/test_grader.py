@@ -166,3 +166,42 @@ def test_grade_refuses_a_memory_limit_torch_cannot_live_with(tmp_path, capsys):
     _hand_in(tmp_path / "h" / "a.ipynb", RIGHT_ENTROPY)
     assert ex.main(["grade", str(tmp_path / "h"), "--memory", "1000"]) == 2
     assert "--memory 1000 is too small" in capsys.readouterr().err
+
+
+RIGHT_SHIFT_MI = """
+import numpy as np
+
+from dilran_lite.metrics import mi
+
+
+def my_shift_mi(fixed, moving, shifts):
+    w = fixed.shape[1]
+    return np.array([mi(fixed[:, max(s, 0): w + min(s, 0)], moving[:, max(-s, 0): w - max(s, 0)])
+                     for s in shifts])
+"""
+
+
+def test_chapters_choose_the_columns_and_the_total(tmp_path):
+    """``--chapters 8,12``: only those exercises are columns; chapter 12's shift_mi is graded."""
+    _hand_in(tmp_path / "h" / "ada" / "08.ipynb", RIGHT_ENTROPY)
+    nb = json.loads((REPO / "notebooks" / "12_volumes.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "exercise-scaffold" in c["metadata"].get("tags", []))
+    cell["source"] = RIGHT_SHIFT_MI
+    (tmp_path / "h" / "ada" / "12.ipynb").write_text(json.dumps(nb))
+    rows = ex.grade(tmp_path / "h", tmp_path / "g.csv", timeout=300, jobs=1, chapters="8,12",
+                    feedback=tmp_path / "g-feedback")
+    assert list(rows[0]) == ["student", "notebooks", "entropy", "mutual_information", "shift_mi",
+                             "points", "note"]
+    assert (rows[0]["entropy"], rows[0]["mutual_information"], rows[0]["shift_mi"]) == (
+        "passed", "not done yet", "passed")
+    assert rows[0]["points"] == "3"  # entropy 1 + shift_mi 2 of 5
+    assert (tmp_path / "g-feedback" / "ada.txt").read_text().startswith("ada: 3 of 5 points")
+
+
+@pytest.mark.parametrize("chapters, message", [("9", "no exercises there"),
+                                               ("two", "chapter numbers and ranges")])
+def test_bad_chapters_are_one_line(tmp_path, capsys, chapters, message):
+    _hand_in(tmp_path / "h" / "a.ipynb", RIGHT_ENTROPY)
+    assert ex.main(["grade", str(tmp_path / "h"), "--chapters", chapters]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1

@@ -314,3 +314,15 @@ def test_cli_without_simpleitk_names_the_extra(mri_ct, tmp_path, monkeypatch, ca
     assert main(["register", *map(str, mri_ct), "-o", str(tmp_path / "t.tfm")]) == 2
     err = capsys.readouterr().err
     assert 'pip install "dilran-lite[volumes]"' in err and err.count("\n") == 1
+
+
+def test_dicom_io_leaves_the_process_locale_alone(tmp_path):
+    """GDCM sets the C locale when it writes or reads a series; the package puts it back, so a
+    later ``open()`` without an encoding still reads UTF-8."""
+    import locale
+
+    before = locale.getpreferredencoding(False)
+    img = sitk.GetImageFromArray(np.zeros((3, 8, 8), np.float32))
+    folder = V.write_dicom_series(img, tmp_path / "s", modality="CT")
+    V.read_volume(folder)
+    assert V.list_dicom_series(folder) and locale.getpreferredencoding(False) == before

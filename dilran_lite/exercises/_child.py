@@ -53,10 +53,10 @@ def main(pkg_root: str, job_path: str, result_path: str) -> None:
     import torch
     import torch.nn.functional as F
 
-    from dilran_lite import fusion, losses, metrics, model, train
+    from dilran_lite import fusion, losses, metrics, model, registration, train
     from dilran_lite.exercises import checks
 
-    watched = [checks, model, losses, train, fusion, metrics, torch, F, torch.Tensor,
+    watched = [checks, model, losses, train, fusion, metrics, registration, torch, F, torch.Tensor,
                torch.nn.Module, np, builtins, math]
     if hasattr(torch._C, "TensorBase"):
         watched.append(torch._C.TensorBase)

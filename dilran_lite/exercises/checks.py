@@ -664,4 +664,5 @@ EXERCISES: tuple[Exercise, ...] = (
     Exercise("entropy", "my_entropy", "check_entropy", 8, 1, "metrics:entropy"),
     Exercise("mutual_information", "my_mutual_information", "check_mutual_information", 8, 2,
              "metrics:mutual_information"),
+    Exercise("shift_mi", "my_shift_mi", "check_shift_mi", 12, 2, "registration:shift_mi"),
 )

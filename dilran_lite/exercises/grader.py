@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import UserError
-from .checks import EXERCISES, FAILED, NOT_DONE, PASSED
+from .checks import EXERCISES, FAILED, NOT_DONE, PASSED, Exercise
 
 MISSING, REFERENCE, TAMPERED, TIMED_OUT = "missing", "reference", "tampered", "timed out"
 SHARE = {PASSED: 1.0, FAILED: 0.25}  # of an exercise's points; every other status scores 0
@@ -65,6 +65,26 @@ def exercise_cells(path: Path) -> tuple[list[str], list[str], str]:
             sources.append("".join(src) if isinstance(src, list) else str(src))
     defined = _defined_names(sources)
     return sources, [e.id for e in EXERCISES if e.name in defined], ""
+
+
+def select(chapters: str | None) -> tuple[Exercise, ...]:
+    """The exercises of ``chapters`` (``"2-8"``, ``"2-8,12"``; None: all of them)."""
+    if chapters is None:
+        return EXERCISES
+    wanted: set[int] = set()
+    try:
+        for part in chapters.split(","):
+            lo, _, hi = part.strip().partition("-")
+            wanted |= set(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise UserError(f"--chapters {chapters!r}: give chapter numbers and ranges, "
+                        "like 2-8 or 2-8,12") from None
+    chosen = tuple(e for e in EXERCISES if e.chapter in wanted)
+    if not chosen:
+        have = sorted({e.chapter for e in EXERCISES})
+        raise UserError(f"--chapters {chapters!r}: no exercises there; the chapters with "
+                        f"exercises are {', '.join(map(str, have))}")
+    return chosen
 
 
 def _parsed(sources: list[str]) -> list[ast.Module]:
@@ -172,16 +192,18 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def grade_student(
-    name: str, paths: list[Path], snapshot: dict[str, bytes], timeout: float, memory_mb: int
+    name: str, paths: list[Path], snapshot: dict[str, bytes], timeout: float, memory_mb: int,
+    exercises: tuple[Exercise, ...] = EXERCISES,
 ) -> dict:
     """One row: every exercise's [status, message], the notebooks read and a note."""
-    best: dict[str, list[str]] = {e.id: [MISSING, "no hand-in defines it"] for e in EXERCISES}
+    best: dict[str, list[str]] = {e.id: [MISSING, "no hand-in defines it"] for e in exercises}
     notes, start = [], time.monotonic()
     for p in paths:
         try:
             cells, ids, note = exercise_cells(p)
         except OSError as err:
             cells, ids, note = [], [], f"{p.name}: unreadable ({type(err).__name__})"
+        ids = [i for i in ids if i in best]
         if note:
             notes.append(note)
         if not ids:
@@ -197,7 +219,7 @@ def grade_student(
         for i, v in results.items():
             if RANK.get(v[0], -1) > RANK[best[i][0]]:
                 best[i] = v
-    points = sum(e.points * SHARE.get(best[e.id][0], 0.0) for e in EXERCISES)
+    points = sum(e.points * SHARE.get(best[e.id][0], 0.0) for e in exercises)
     return {"student": name, "notebooks": len(paths), "results": best, "points": points,
             "note": "; ".join(notes)}
 
@@ -221,8 +243,10 @@ def grade(
     memory_mb: int = 6144,
     feedback: str | Path | None = None,
     progress: bool = False,
+    chapters: str | None = None,
 ) -> list[dict]:
-    """Grade every hand-in under ``folder``; one row per student, every exercise a column.
+    """Grade every hand-in under ``folder``; one row per student, every exercise of
+    ``chapters`` (:func:`select`; None: all) a column.
 
     Each exercise reads ``passed``, ``failed``, ``not done yet``, ``missing`` (no notebook
     defines it), ``reference`` (the package's own implementation handed in), ``tampered`` (the
@@ -230,6 +254,7 @@ def grade(
     the course page. ``timeout`` is seconds for a whole hand-in, ``memory_mb`` the address-space
     limit of each process. Written as CSV to ``out_csv`` and one text file per student to
     ``feedback`` (a folder) when given."""
+    exercises = select(chapters)
     root = Path(folder)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder: give the folder that holds the student notebooks")
@@ -243,10 +268,10 @@ def grade(
 
     def one(item: tuple[str, list[Path]]) -> dict:
         try:
-            row = grade_student(item[0], item[1], snapshot, timeout, memory_mb)
+            row = grade_student(item[0], item[1], snapshot, timeout, memory_mb, exercises)
         except Exception as err:  # noqa: BLE001 - one hand-in never ends the run
             row = {"student": item[0], "notebooks": len(item[1]), "points": 0.0,
-                   "results": {e.id: [MISSING, "not graded"] for e in EXERCISES},
+                   "results": {e.id: [MISSING, "not graded"] for e in exercises},
                    "note": f"not graded: {type(err).__name__}: {err}"}
         with lock:
             bar.update(1)
@@ -261,13 +286,14 @@ def grade(
     if out_csv is not None:
         _write_csv(Path(out_csv), full)
     if feedback is not None:
-        _write_feedback(Path(feedback), full)
+        _write_feedback(Path(feedback), full, exercises)
     return [_flat(r) for r in full]
 
 
 def _flat(row: dict) -> dict:
+    """The table row: the exercise columns are the ones graded (the keys of the results)."""
     return {"student": row["student"], "notebooks": row["notebooks"],
-            **{e.id: row["results"][e.id][0] for e in EXERCISES},
+            **{i: v[0] for i, v in row["results"].items()},
             "points": f"{row['points']:g}", "note": row["note"]}
 
 
@@ -287,12 +313,12 @@ def _write_csv(out: Path, rows: list[dict]) -> None:
     _atomic_text(out, buf.getvalue())
 
 
-def _write_feedback(folder: Path, rows: list[dict]) -> None:
+def _write_feedback(folder: Path, rows: list[dict], exercises: tuple[Exercise, ...]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    total = sum(e.points for e in EXERCISES)
+    total = sum(e.points for e in exercises)
     for r in rows:
         lines = [f"{r['student']}: {r['points']:g} of {total} points", ""]
-        for e in EXERCISES:
+        for e in exercises:
             status, msg = r["results"][e.id]
             lines.append(f"chapter {e.chapter}, {e.id} ({e.points} points): {status}\n  {msg}")
         if r["note"]:
@@ -319,7 +345,7 @@ def _print_table(rows: list[dict]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m dilran_lite.exercises grade FOLDER [--csv FILE] [--feedback DIR] [--jobs N]
-    [--timeout S] [--memory MB]``."""
+    [--timeout S] [--memory MB] [--chapters 2-8]``."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -341,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="memory limit per process in MB (default 6144, at least 4096: torch "
                    "needs it; 0: none)")
     g.add_argument("--jobs", type=int, default=None, help="hand-ins at a time (default: cores)")
+    g.add_argument("--chapters", default=None,
+                   help="grade only these chapters' exercises, e.g. 2-8 or 2-8,12 (default: all)")
     args = parser.parse_args(argv)
     feedback = args.feedback
     if feedback is None and args.csv is not None:
@@ -350,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--memory {args.memory} is too small: torch alone needs about 4000 "
                             "MB of address space; give at least 4096 (or 0 for no limit)")
         rows = grade(args.folder, args.csv, args.timeout, args.jobs, args.memory, feedback,
-                     progress=sys.stderr.isatty())
+                     progress=sys.stderr.isatty(), chapters=args.chapters)
     except UserError as err:
         print(f"dilran-lite: error: {err}", file=sys.stderr)
         return 2
