@@ -17,7 +17,8 @@ Files whose name starts with "_" (drafts, templates) are left out.
 - Matplotlib: the kernel gets the inline backend, whatever MPLBACKEND says (Agg would hide figures).
 - Widgets: their state is stored in the notebook metadata, so that the book shows them (static);
   the random model ids are renumbered in order (00000000000000000000000000000001, ...) so that a
-  re-run does not change the file where nothing else changed.
+  re-run does not change the file where nothing else changed; a notebook whose widgets are all in
+  cells the book removes (remove-cell, remove-output) keeps no widget state.
 - Errors: a failing cell prints the notebook, the cell number (1-based, markdown cells counted)
   and the error; that notebook is not saved, the others still run, and the script exits 1.
 - Times: the wall time of every successful run goes to notebooks/timings.json, under the
@@ -56,6 +57,23 @@ def chapter_pairs(nb: nbformat.NotebookNode) -> list[str]:
         if SETUP_KEY in cell.get("metadata", {}):
             return list(cell.metadata[SETUP_KEY].get("pairs", ["mri-ct"]))
     return ["mri-ct"]
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+HIDDEN = {"remove-cell", "remove-output"}
+
+
+def drop_unshown_widget_state(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Without the saved widget state when no cell the book shows displays a widget: the state
+    would only load the widget manager (and its fonts) on a page that has nothing for it."""
+    shown = any(
+        WIDGET_VIEW in out.get("data", {})
+        for cell in nb.cells if not HIDDEN & set(cell.get("metadata", {}).get("tags", []))
+        for out in cell.get("outputs", [])
+    )
+    if not shown:
+        nb.metadata.pop("widgets", None)
+    return nb
 
 
 def renumber_widgets(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -176,7 +194,7 @@ def execute(path: Path, timeout: int, kernel: str, save: bool = True) -> bool:
         print(f"ran    {rel}  {elapsed:6.1f} s (not saved)", flush=True)
         return True
     nb.metadata["dilran"] = run_info(chapter_pairs(nb))
-    nb = renumber_widgets(nb)
+    nb = renumber_widgets(drop_unshown_widget_state(nb))
     nbformat.validate(nb)
     tmp = path.with_name(f".{path.name}.part")
     nbformat.write(nb, tmp)

@@ -175,6 +175,24 @@ def test_widget_ids_renumbered_in_order() -> None:
     assert model["model_id"] == one
 
 
+def test_widget_state_dropped_when_no_shown_cell_displays_a_widget() -> None:
+    ex = _execute_script()
+    view = {"application/vnd.jupyter.widget-view+json": {"model_id": "ab" * 16}}
+
+    def notebook(tags: list[str]) -> nbformat.NotebookNode:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["widgets"] = {ex.WIDGET_STATE: {"state": {"ab" * 16: {}}}}
+        cell = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("display_data",
+                                                                         data=view)])
+        cell.metadata["tags"] = tags
+        nb.cells.append(cell)
+        return nb
+
+    assert "widgets" not in ex.drop_unshown_widget_state(notebook(["remove-cell"])).metadata
+    assert "widgets" not in ex.drop_unshown_widget_state(notebook(["remove-output"])).metadata
+    assert "widgets" in ex.drop_unshown_widget_state(notebook(["hide-input"])).metadata
+
+
 def test_partial_atlas_is_not_the_atlas(no_atlas: Path, shared_data: Path, monkeypatch) -> None:
     """A download that stopped part-way leaves the folders and a few files: the chapter does not
     claim the atlas, and fetches again."""
