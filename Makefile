@@ -61,11 +61,11 @@ unit: install home
 notebooks: install home
 	$(NBVAL) notebooks
 
-# The exercises of chapters 2-8 with their solutions filled in, under nbval. `make test` runs them
+# The exercises (chapters 2-8 and 12) with their solutions filled in, under nbval. `make test` runs them
 # through tests/test_exercises_notebooks.py instead, which also asserts every check's verdict
 # (not done yet with the scaffolds, passed with the solutions).
 solutions: install home
-	DILRAN_SOLUTIONS=1 $(NBVAL) $(sort $(wildcard notebooks/0[2-8]_*.ipynb))
+	DILRAN_SOLUTIONS=1 $(NBVAL) $(sort $(wildcard notebooks/0[2-8]_*.ipynb)) notebooks/12_volumes.ipynb
 
 home:
 ifeq ($(NO_ATLAS),1)
