@@ -91,7 +91,6 @@ def list_dicom_series(folder: str | os.PathLike) -> list[str]:
     return sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ())
 
 
-@keep_locale()
 def _dicom_files(folder: Path, series: str | None) -> list[str]:
     sitk = require_sitk()
     ids = list_dicom_series(folder)
@@ -112,7 +111,6 @@ def _dicom_files(folder: Path, series: str | None) -> list[str]:
 _ENHANCED = {"1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.4.1"}
 
 
-@keep_locale()
 def _check_dicom_spacing(first: str) -> None:
     sitk = require_sitk()
     r = sitk.ImageFileReader()
